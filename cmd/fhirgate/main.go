@@ -1,0 +1,85 @@
+// Command fhirgate is the FHIR R4 ingestion and normalization gateway.
+//
+//	fhirgate serve     run the gateway (the no-configuration dev default)
+//	fhirgate migrate   apply database migrations and exit
+//	fhirgate bench     load-test a running gateway
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	logger, err := newLogger(os.Getenv("FHIRGATE_LOG_LEVEL"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "fhirgate:", err)
+		os.Exit(2)
+	}
+	slog.SetDefault(logger)
+	if err := realMain(ctx, os.Args[1:], logger); err != nil {
+		var ue usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(os.Stderr, "fhirgate:", err)
+			fmt.Fprint(os.Stderr, usage)
+			os.Exit(2)
+		}
+		logger.Error("fhirgate failed", "error", err.Error())
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: fhirgate <command> [flags]
+
+commands:
+  serve     run the gateway (no configuration needed in development)
+  migrate   apply database migrations and exit
+  bench     load-test a running gateway (fhirgate bench -h)
+`
+
+type usageError string
+
+func (e usageError) Error() string { return string(e) }
+
+func realMain(ctx context.Context, args []string, logger *slog.Logger) error {
+	if len(args) == 0 {
+		return usageError("no command given")
+	}
+	switch args[0] {
+	case "serve":
+		return serveCmd(ctx, args[1:], logger)
+	case "migrate":
+		return migrateCmd(ctx, args[1:], logger)
+	case "bench":
+		return benchCmd(ctx, args[1:])
+	case "help", "-h", "--help":
+		fmt.Print(usage)
+		return nil
+	}
+	return usageError(fmt.Sprintf("unknown command %q", args[0]))
+}
+
+func newLogger(level string) (*slog.Logger, error) {
+	var l slog.Level
+	switch strings.ToLower(level) {
+	case "", "info":
+		l = slog.LevelInfo
+	case "debug":
+		l = slog.LevelDebug
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		return nil, fmt.Errorf("FHIRGATE_LOG_LEVEL=%q: want debug, info, warn or error", level)
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
+}

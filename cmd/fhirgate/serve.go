@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/fhirgate/fhirgate/internal/api"
+	"github.com/fhirgate/fhirgate/internal/database"
+	"github.com/fhirgate/fhirgate/internal/ingest"
+	"github.com/fhirgate/fhirgate/internal/retrieve"
+	"github.com/fhirgate/fhirgate/internal/store"
+	"github.com/fhirgate/fhirgate/internal/validate"
+)
+
+type serveConfig struct {
+	Addr            string        // FHIRGATE_ADDR
+	Migrate         string        // FHIRGATE_MIGRATE: auto or off
+	DataDir         string        // FHIRGATE_DATA_DIR: where the dev default keeps its private database
+	ShutdownTimeout time.Duration // FHIRGATE_SHUTDOWN_TIMEOUT
+}
+
+func serveConfigFromEnv() (serveConfig, error) {
+	c := serveConfig{Addr: "127.0.0.1:8080", Migrate: "auto", DataDir: ".data", ShutdownTimeout: 30 * time.Second}
+	if v := os.Getenv("FHIRGATE_ADDR"); v != "" {
+		if _, _, err := net.SplitHostPort(v); err != nil {
+			return c, fmt.Errorf("FHIRGATE_ADDR=%q: want host:port", v)
+		}
+		c.Addr = v
+	}
+	if v := os.Getenv("FHIRGATE_MIGRATE"); v != "" {
+		if v != "auto" && v != "off" {
+			return c, fmt.Errorf("FHIRGATE_MIGRATE=%q: want auto or off", v)
+		}
+		c.Migrate = v
+	}
+	if v := os.Getenv("FHIRGATE_DATA_DIR"); v != "" {
+		c.DataDir = v
+	}
+	if v := os.Getenv("FHIRGATE_SHUTDOWN_TIMEOUT"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return c, fmt.Errorf("FHIRGATE_SHUTDOWN_TIMEOUT=%q: want a positive duration such as 30s", v)
+		}
+		c.ShutdownTimeout = d
+	}
+	return c, nil
+}
+
+func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	if err := fs.Parse(args); err != nil {
+		return usageError(err.Error())
+	}
+	sc, err := serveConfigFromEnv()
+	if err != nil {
+		return err
+	}
+	dbc, err := database.ConfigFromEnv()
+	if err != nil {
+		return err
+	}
+	ac, err := api.ConfigFromEnv()
+	if err != nil {
+		return err
+	}
+	if dbc.URL == "" {
+		// The no-configuration dev default: a local server, or a private one.
+		url, stop, err := database.DevURL(ctx, sc.DataDir+"/pg", logger)
+		if err != nil {
+			return fmt.Errorf("no DATABASE_URL and no local PostgreSQL could be found or started: %w", err)
+		}
+		if stop != nil {
+			defer func() {
+				if err := stop(); err != nil {
+					logger.Warn("stopping the private PostgreSQL failed", "error", err.Error())
+				}
+			}()
+		}
+		dbc.URL = url
+	}
+	if sc.Migrate == "auto" {
+		if err := migrate(ctx, dbc.URL, logger); err != nil {
+			return err
+		}
+	}
+	pool, err := database.Open(ctx, dbc)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+
+	st := store.New(pool)
+	srv := api.New(ac, ingest.New(st, validate.Resource), retrieve.New(st), pool.Ping, logger)
+	return listenAndServe(ctx, sc, srv.Handler(), logger)
+}
+
+// listenAndServe serves until ctx is cancelled, then stops accepting and
+// lets in-flight requests finish within the shutdown timeout.
+func listenAndServe(ctx context.Context, sc serveConfig, h http.Handler, logger *slog.Logger) error {
+	ln, err := net.Listen("tcp", sc.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on FHIRGATE_ADDR %s: %w", sc.Addr, err)
+	}
+	hs := &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       5 * time.Minute,
+		WriteTimeout:      5 * time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	base := "http://" + ln.Addr().String() + "/fhir"
+	logger.Info("fhirgate listening", "addr", ln.Addr().String(), "base", base)
+	fmt.Fprintf(os.Stderr, "\nfhirgate is listening on %s\ntry:\n  curl -s %s/metadata | head -c 300; echo\n"+
+		"  curl -s -X POST -H 'Content-Type: application/fhir+json' -d '{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"Chalmers\",\"given\":[\"Peter\"]}],\"gender\":\"male\",\"birthDate\":\"1974-12-25\"}' %s/Patient\n"+
+		"  curl -s '%s/Patient?family=chalmers'\n\n", base, base, base, base)
+
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: finishing in-flight requests", "timeout", sc.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), sc.ShutdownTimeout)
+	defer cancel()
+	if err := hs.Shutdown(sctx); err != nil {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}

@@ -1,0 +1,156 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Phase names, in the order they run.
+const (
+	PhaseIngest       = "ingest"
+	PhaseRead         = "read"
+	PhaseSearch       = "search"
+	PhaseVerify       = "verify"
+	PhaseCopyBaseline = "copy-baseline"
+)
+
+var allPhases = []string{PhaseIngest, PhaseRead, PhaseSearch, PhaseVerify, PhaseCopyBaseline}
+
+// DefaultPhases are the phases run when none are named.
+var DefaultPhases = []string{PhaseIngest, PhaseRead, PhaseSearch, PhaseVerify}
+
+// Config is what one bench run does.
+type Config struct {
+	// URL is the gateway's FHIR base, e.g. http://127.0.0.1:8080/fhir.
+	URL string
+	// AllowRemote permits a URL whose host is not a loopback address.
+	AllowRemote bool
+	// Corpus is the directory of transaction bundles to replay.
+	Corpus string
+	// Phases to run; they always run in the order of allPhases.
+	Phases []string
+	// Rounds is how many times the corpus is replayed; 0 means as many as
+	// needed to send Resources resources (stopping at the first bundle that
+	// reaches it).
+	Rounds int
+	// Resources is the ingest target when Rounds is 0.
+	Resources int
+	// Concurrency overrides the per-phase default number of workers (4 for
+	// ingest and copy-baseline, 16 for read and search) when > 0.
+	Concurrency int
+	// Duration bounds the read and search phases.
+	Duration time.Duration
+	// Sample is how many created resources verify reads back.
+	Sample int
+	// RequestTimeout bounds each HTTP request.
+	RequestTimeout time.Duration
+	// DatabaseURL is the PostgreSQL the copy-baseline phase writes to.
+	DatabaseURL string `json:"-"`
+}
+
+// DefaultConfig returns the defaults the fhirgate bench command starts from.
+func DefaultConfig() Config {
+	return Config{
+		URL:            "http://127.0.0.1:8080/fhir",
+		Corpus:         "../shared/corpus/synthea",
+		Phases:         slices.Clone(DefaultPhases),
+		Resources:      250000,
+		Duration:       30 * time.Second,
+		Sample:         1000,
+		RequestTimeout: 2 * time.Minute,
+	}
+}
+
+// ParsePhases splits a comma-separated phase list.
+func ParsePhases(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Validate checks c and names the flag at fault.
+func (c *Config) Validate() error {
+	var errs []error
+	u, err := url.Parse(c.URL)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("-url: %w", err))
+	case u.Scheme != "http" && u.Scheme != "https":
+		errs = append(errs, fmt.Errorf("-url: scheme must be http or https, got %q", u.Scheme))
+	case u.Host == "":
+		errs = append(errs, errors.New("-url: no host"))
+	case u.RawQuery != "" || u.Fragment != "":
+		errs = append(errs, errors.New("-url: must be the FHIR base, without query or fragment"))
+	case !c.AllowRemote && !isLoopback(u.Hostname()):
+		errs = append(errs, fmt.Errorf("-url: host %q is not a loopback address; a load generator only targets a remote gateway with -allow-remote", u.Hostname()))
+	}
+	if len(c.Phases) == 0 {
+		errs = append(errs, errors.New("-phases: no phase"))
+	}
+	for _, p := range c.Phases {
+		if !slices.Contains(allPhases, p) {
+			errs = append(errs, fmt.Errorf("-phases: unknown phase %q (want %s)", p, strings.Join(allPhases, ", ")))
+		}
+	}
+	needsIngest := []string{PhaseRead, PhaseSearch, PhaseVerify}
+	for _, p := range needsIngest {
+		if c.Has(p) && !c.Has(PhaseIngest) {
+			errs = append(errs, fmt.Errorf("-phases: %s needs ingest in the same run (it uses the resources ingest created)", p))
+		}
+	}
+	if c.Has(PhaseCopyBaseline) && c.DatabaseURL == "" {
+		errs = append(errs, errors.New("-phases: copy-baseline needs -database-url"))
+	}
+	if c.Corpus == "" && (c.Has(PhaseIngest) || c.Has(PhaseCopyBaseline)) {
+		errs = append(errs, errors.New("-corpus: empty"))
+	}
+	if c.Rounds < 0 {
+		errs = append(errs, errors.New("-rounds: must be >= 0"))
+	}
+	if c.Rounds == 0 && c.Resources <= 0 {
+		errs = append(errs, errors.New("-resources: must be > 0 when -rounds is 0"))
+	}
+	if c.Concurrency < 0 || c.Concurrency > 1024 {
+		errs = append(errs, errors.New("-c: must be between 0 (phase default) and 1024"))
+	}
+	if (c.Has(PhaseRead) || c.Has(PhaseSearch)) && (c.Duration <= 0 || c.Duration > time.Hour) {
+		errs = append(errs, errors.New("-duration: must be > 0 and at most 1h"))
+	}
+	if c.Has(PhaseVerify) && c.Sample < 0 {
+		errs = append(errs, errors.New("-sample: must be >= 0"))
+	}
+	if c.RequestTimeout <= 0 {
+		errs = append(errs, errors.New("-timeout: must be > 0"))
+	}
+	return errors.Join(errs...)
+}
+
+// Has reports whether phase p is selected.
+func (c *Config) Has(p string) bool { return slices.Contains(c.Phases, p) }
+
+func (c *Config) workers(phase string) int {
+	if c.Concurrency > 0 {
+		return c.Concurrency
+	}
+	if phase == PhaseRead || phase == PhaseSearch {
+		return 16
+	}
+	return 4
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

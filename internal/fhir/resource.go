@@ -1,0 +1,389 @@
+package fhir
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+)
+
+// Resource is one FHIR resource as JSON: the ordered top-level members as
+// raw bytes (what is stored and served) and a decoded view for reading.
+type Resource struct {
+	Type string
+	ID   string // "" when the resource carries no id
+	// Content is the decoded resource: map[string]any, []any, string,
+	// json.Number, bool, nil. Treat it as read-only: edits go through the
+	// Resource methods so the bytes stay the source of truth.
+	Content map[string]any
+	fields  []member
+}
+
+type member struct {
+	key string
+	val []byte // compact JSON
+}
+
+// MaxDepth bounds nesting so hostile input cannot exhaust the stack.
+const MaxDepth = 100
+
+// Parse reads one resource. It rejects anything that is not a single JSON
+// object with a string resourceType, duplicate member names at any level,
+// and nesting deeper than MaxDepth. Errors are KindInvalid.
+func Parse(body []byte) (*Resource, error) {
+	var compact bytes.Buffer
+	compact.Grow(len(body))
+	if err := json.Compact(&compact, body); err != nil {
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			return nil, Errorf(KindInvalid, "", "malformed JSON at byte %d: %s", se.Offset, se.Error()).WithCode("structure")
+		}
+		return nil, Errorf(KindInvalid, "", "malformed JSON: %s", err).WithCode("structure")
+	}
+	return parseCompact(compact.Bytes())
+}
+
+// ParseValue reads a resource from a value already decoded by Parse or by a
+// json.Decoder with UseNumber (a Bundle entry's resource).
+func ParseValue(v any) (*Resource, error) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, Errorf(KindInvalid, "", "resource must be a JSON object").WithCode("structure")
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, Errorf(KindInvalid, "", "resource cannot be encoded: %s", err).WithCode("structure")
+	}
+	return parseCompact(b)
+}
+
+func parseCompact(b []byte) (*Resource, error) {
+	if len(b) == 0 || b[0] != '{' {
+		return nil, Errorf(KindInvalid, "", "resource must be a JSON object").WithCode("structure")
+	}
+	if path, err := checkStructure(b); err != nil {
+		return nil, Errorf(KindInvalid, path, "%s", err).WithCode("structure")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var content map[string]any
+	if err := dec.Decode(&content); err != nil {
+		return nil, Errorf(KindInvalid, "", "malformed JSON: %s", err).WithCode("structure")
+	}
+	rt, ok := content["resourceType"].(string)
+	if !ok || rt == "" {
+		return nil, Errorf(KindInvalid, "resourceType", "resourceType is missing or not a string").WithCode("required")
+	}
+	r := &Resource{Type: rt, Content: content, fields: splitObject(b)}
+	if id, present := content["id"]; present {
+		s, ok := id.(string)
+		if !ok {
+			return nil, Errorf(KindInvalid, rt+".id", "id must be a string").WithCode("value")
+		}
+		r.ID = s
+	}
+	return r, nil
+}
+
+// Bytes is the resource as compact JSON, members in the client's order.
+func (r *Resource) Bytes() []byte {
+	n := 2
+	for _, f := range r.fields {
+		n += len(f.key) + len(f.val) + 4
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '{')
+	for i, f := range r.fields {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendQuote(b, f.key)
+		b = append(b, ':')
+		b = append(b, f.val...)
+	}
+	return append(b, '}')
+}
+
+// SetID sets (or with "" removes) the resource id.
+func (r *Resource) SetID(id string) {
+	r.ID = id
+	if id == "" {
+		delete(r.Content, "id")
+		r.remove("id")
+		return
+	}
+	r.Content["id"] = id
+	r.set("id", strconv.AppendQuote(nil, id), "resourceType")
+}
+
+// SetMeta sets meta.versionId and meta.lastUpdated, keeping every other
+// meta element (profile, security, tag, source, extensions) as it was.
+func (r *Resource) SetMeta(versionID string, lastUpdated time.Time) {
+	lu := FormatInstant(lastUpdated)
+	var metaFields []member
+	meta, _ := r.Content["meta"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{}
+	} else if raw := r.get("meta"); raw != nil {
+		metaFields = splitObject(raw)
+	}
+	meta["versionId"] = versionID
+	meta["lastUpdated"] = lu
+	r.Content["meta"] = meta
+	m := &Resource{fields: metaFields}
+	m.set("versionId", strconv.AppendQuote(nil, versionID), "")
+	m.set("lastUpdated", strconv.AppendQuote(nil, lu), "versionId")
+	after := "id"
+	if r.get("id") == nil {
+		after = "resourceType"
+	}
+	r.set("meta", m.Bytes(), after)
+}
+
+// RewriteStrings replaces every JSON string value (never a member name) for
+// which fn reports a replacement, in both the bytes and the decoded view.
+// Transactions use it to turn urn:uuid: references into assigned ids.
+func (r *Resource) RewriteStrings(fn func(string) (string, bool)) {
+	for i := range r.fields {
+		r.fields[i].val = rewriteStrings(r.fields[i].val, fn)
+	}
+	for k, v := range r.Content {
+		r.Content[k] = rewriteValue(v, fn)
+	}
+}
+
+func rewriteValue(v any, fn func(string) (string, bool)) any {
+	switch t := v.(type) {
+	case string:
+		if s, ok := fn(t); ok {
+			return s
+		}
+	case map[string]any:
+		for k, e := range t {
+			t[k] = rewriteValue(e, fn)
+		}
+	case []any:
+		for i, e := range t {
+			t[i] = rewriteValue(e, fn)
+		}
+	}
+	return v
+}
+
+func (r *Resource) get(key string) []byte {
+	for _, f := range r.fields {
+		if f.key == key {
+			return f.val
+		}
+	}
+	return nil
+}
+
+// set replaces key's value, or inserts it after the member named after
+// (at the front when after is "" or absent).
+func (r *Resource) set(key string, val []byte, after string) {
+	for i := range r.fields {
+		if r.fields[i].key == key {
+			r.fields[i].val = val
+			return
+		}
+	}
+	pos := 0
+	for i, f := range r.fields {
+		if f.key == after {
+			pos = i + 1
+			break
+		}
+	}
+	r.fields = append(r.fields, member{})
+	copy(r.fields[pos+1:], r.fields[pos:])
+	r.fields[pos] = member{key: key, val: val}
+}
+
+func (r *Resource) remove(key string) {
+	for i, f := range r.fields {
+		if f.key == key {
+			r.fields = append(r.fields[:i], r.fields[i+1:]...)
+			return
+		}
+	}
+}
+
+// FormatInstant renders t as a FHIR instant in UTC with microseconds, the
+// precision PostgreSQL keeps.
+func FormatInstant(t time.Time) string {
+	return t.UTC().Format("2006-01-02T15:04:05.000000Z07:00")
+}
+
+// splitObject splits a compact, valid JSON object into its members.
+func splitObject(b []byte) []member {
+	var out []member
+	i := 1 // past '{'
+	for i < len(b) && b[i] != '}' {
+		kEnd := skipString(b, i)
+		key, _ := strconv.Unquote(string(b[i:kEnd]))
+		if bytes.IndexByte(b[i:kEnd], '\\') >= 0 {
+			var s string
+			_ = json.Unmarshal(b[i:kEnd], &s)
+			key = s
+		}
+		vStart := kEnd + 1 // past ':'
+		vEnd := skipValue(b, vStart)
+		out = append(out, member{key: key, val: b[vStart:vEnd:vEnd]})
+		i = vEnd
+		if i < len(b) && b[i] == ',' {
+			i++
+		}
+	}
+	return out
+}
+
+// skipString returns the index just past the string starting at b[i] == '"'.
+func skipString(b []byte, i int) int {
+	for j := i + 1; j < len(b); j++ {
+		switch b[j] {
+		case '\\':
+			j++
+		case '"':
+			return j + 1
+		}
+	}
+	return len(b)
+}
+
+// skipValue returns the index just past the compact JSON value at b[i].
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				j = skipString(b, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(b)
+	default:
+		j := i
+		for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' {
+			j++
+		}
+		return j
+	}
+}
+
+// checkStructure walks compact JSON, refusing duplicate member names and
+// excessive depth; it returns the path of the offending member.
+func checkStructure(b []byte) (string, error) {
+	_, path, err := walkStructure(b, 0, 0, "")
+	return path, err
+}
+
+func walkStructure(b []byte, i, depth int, path string) (int, string, error) {
+	if depth > MaxDepth {
+		return 0, path, fmt.Errorf("nesting deeper than %d levels", MaxDepth)
+	}
+	switch b[i] {
+	case '{':
+		seen := make(map[string]struct{}, 8)
+		i++
+		for i < len(b) && b[i] != '}' {
+			kEnd := skipString(b, i)
+			var key string
+			if err := json.Unmarshal(b[i:kEnd], &key); err != nil {
+				return 0, path, err
+			}
+			child := key
+			if path != "" {
+				child = path + "." + key
+			}
+			if _, dup := seen[key]; dup {
+				return 0, child, fmt.Errorf("duplicate member %q", key)
+			}
+			seen[key] = struct{}{}
+			next, p, err := walkStructure(b, kEnd+1, depth+1, child)
+			if err != nil {
+				return 0, p, err
+			}
+			i = next
+			if b[i] == ',' {
+				i++
+			}
+		}
+		return i + 1, "", nil
+	case '[':
+		i++
+		for n := 0; i < len(b) && b[i] != ']'; n++ {
+			next, p, err := walkStructure(b, i, depth+1, fmt.Sprintf("%s[%d]", path, n))
+			if err != nil {
+				return 0, p, err
+			}
+			i = next
+			if b[i] == ',' {
+				i++
+			}
+		}
+		return i + 1, "", nil
+	}
+	return skipValue(b, i), "", nil
+}
+
+// rewriteStrings rewrites string values (not member names) in compact JSON.
+func rewriteStrings(b []byte, fn func(string) (string, bool)) []byte {
+	var out []byte // nil until the first change
+	last := 0
+	// One entry per open container: 'k' object expecting a member name,
+	// 'v' object expecting a value, 'a' array.
+	var stack []byte
+	for i := 0; i < len(b); i++ {
+		switch b[i] {
+		case '{':
+			stack = append(stack, 'k')
+		case '[':
+			stack = append(stack, 'a')
+		case '}', ']':
+			stack = stack[:len(stack)-1]
+		case ':':
+			stack[len(stack)-1] = 'v'
+		case ',':
+			if stack[len(stack)-1] == 'v' {
+				stack[len(stack)-1] = 'k'
+			}
+		case '"':
+			end := skipString(b, i)
+			if len(stack) == 0 || stack[len(stack)-1] != 'k' {
+				var s string
+				if json.Unmarshal(b[i:end], &s) == nil {
+					if repl, ok := fn(s); ok {
+						if out == nil {
+							out = make([]byte, 0, len(b)+64)
+						}
+						out = append(out, b[last:i]...)
+						q, _ := json.Marshal(repl)
+						out = append(out, q...)
+						last = end
+					}
+				}
+			}
+			i = end - 1
+		}
+	}
+	if out == nil {
+		return b
+	}
+	return append(out, b[last:]...)
+}

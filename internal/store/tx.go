@@ -1,0 +1,225 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/fhirgate/fhirgate/internal/fhir"
+	"github.com/fhirgate/fhirgate/internal/search"
+)
+
+// Tx is one unit of work. Writes are buffered and flushed together; any
+// read through the Tx flushes first, so it sees the Tx's own writes.
+// A Tx is not safe for concurrent use.
+type Tx struct {
+	tx      pgx.Tx
+	tenant  string
+	now     time.Time
+	pending map[key]bool
+	writes  []pendingWrite
+}
+
+type key struct{ typ, id string }
+
+type pendingWrite struct {
+	rid     int64 // 0 for a resource not yet in the database
+	v       Version
+	entries search.Entries
+}
+
+// Now is the lastUpdated instant of every version this Tx writes.
+func (t *Tx) Now() time.Time { return t.now }
+
+// Tenant is the tenant the Tx writes for.
+func (t *Tx) Tenant() string { return t.tenant }
+
+// Current returns the current version of a resource (a tombstone
+// included), locking it until the Tx ends. ok is false when the resource
+// was never written.
+func (t *Tx) Current(ctx context.Context, typ, id string) (v Version, ok bool, err error) {
+	v, _, ok, err = t.current(ctx, typ, id)
+	return v, ok, err
+}
+
+func (t *Tx) current(ctx context.Context, typ, id string) (Version, int64, bool, error) {
+	if err := t.Flush(ctx); err != nil {
+		return Version{}, 0, false, err
+	}
+	var rid int64
+	var v Version
+	err := t.tx.QueryRow(ctx, `SELECT rid, `+versionCols+` FROM resources
+		WHERE tenant = $1 AND type = $2 AND id = $3 FOR UPDATE`, t.tenant, typ, id).
+		Scan(&rid, &v.Type, &v.ID, &v.Version, &v.Seq, &v.LastUpdated, &v.Deleted, &v.Method, &v.Body)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Version{}, 0, false, nil
+	}
+	if err != nil {
+		return Version{}, 0, false, classify("store: current "+typ+"/"+id, err)
+	}
+	return v, rid, true, nil
+}
+
+// Write is one resource version to store.
+type Write struct {
+	Resource *fhir.Resource // with Type and ID set
+	Entries  search.Entries // the search index rows of this version
+	Method   string         // POST or PUT
+	// New promises the id was just assigned by the server, so no current
+	// version exists and none needs locking.
+	New bool
+	// IfMatch, when non-zero, is the version the client expects to replace.
+	IfMatch int64
+}
+
+// Put stores a new version of w.Resource, setting its meta.versionId and
+// meta.lastUpdated. It returns the version as it will be committed.
+func (t *Tx) Put(ctx context.Context, w Write) (Version, error) {
+	r := w.Resource
+	k := key{r.Type, r.ID}
+	if t.pending[k] {
+		return Version{}, fhir.Errorf(fhir.KindInvalid, "", "%s/%s is written twice in one transaction", r.Type, r.ID).WithCode("duplicate")
+	}
+	var rid, version int64 = 0, 1
+	if !w.New {
+		cur, curRid, ok, err := t.current(ctx, r.Type, r.ID)
+		if err != nil {
+			return Version{}, err
+		}
+		if ok {
+			rid, version = curRid, cur.Version+1
+		}
+		if w.IfMatch != 0 && (!ok || cur.Version != w.IfMatch) {
+			return Version{}, fhir.Errorf(fhir.KindPreconditionFailed, "",
+				"version conflict: %s/%s is not at version %d", r.Type, r.ID, w.IfMatch).WithCode("conflict")
+		}
+	} else if w.IfMatch != 0 {
+		return Version{}, fhir.Errorf(fhir.KindPreconditionFailed, "", "If-Match given for a new resource").WithCode("conflict")
+	}
+	r.SetMeta(strconv.FormatInt(version, 10), t.now)
+	v := Version{Type: r.Type, ID: r.ID, Version: version, LastUpdated: t.now, Method: w.Method, Body: r.Bytes()}
+	t.pending[k] = true
+	t.writes = append(t.writes, pendingWrite{rid: rid, v: v, entries: w.Entries})
+	return v, nil
+}
+
+// Delete writes a tombstone version. Deleting a resource that does not
+// exist or is already deleted writes nothing and reports ok=false.
+func (t *Tx) Delete(ctx context.Context, typ, id string, ifMatch int64) (v Version, ok bool, err error) {
+	k := key{typ, id}
+	if t.pending[k] {
+		return Version{}, false, fhir.Errorf(fhir.KindInvalid, "", "%s/%s is written twice in one transaction", typ, id).WithCode("duplicate")
+	}
+	cur, rid, exists, err := t.current(ctx, typ, id)
+	if err != nil {
+		return Version{}, false, err
+	}
+	if ifMatch != 0 && (!exists || cur.Version != ifMatch) {
+		return Version{}, false, fhir.Errorf(fhir.KindPreconditionFailed, "",
+			"version conflict: %s/%s is not at version %d", typ, id, ifMatch).WithCode("conflict")
+	}
+	if !exists || cur.Deleted {
+		return cur, false, nil
+	}
+	v = Version{Type: typ, ID: id, Version: cur.Version + 1, LastUpdated: t.now, Deleted: true, Method: "DELETE"}
+	t.pending[k] = true
+	t.writes = append(t.writes, pendingWrite{rid: rid, v: v})
+	return v, true, nil
+}
+
+// Lock takes a transaction-scoped advisory lock on name, serializing
+// conditional operations that test-then-write (If-None-Exist).
+func (t *Tx) Lock(ctx context.Context, name string) error {
+	if err := t.Flush(ctx); err != nil {
+		return err
+	}
+	_, err := t.tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, t.tenant+"\x00"+name)
+	return classify("store: lock", err)
+}
+
+// Flush writes the buffered versions in one round trip.
+func (t *Tx) Flush(ctx context.Context) error {
+	if len(t.writes) == 0 {
+		return nil
+	}
+	ws := t.writes
+	t.writes = nil
+	rows, err := t.tx.Query(ctx, `SELECT nextval('resource_seq') FROM generate_series(1, $1)`, len(ws))
+	if err != nil {
+		return classify("store: allocate seq", err)
+	}
+	seqs, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return classify("store: allocate seq", err)
+	}
+
+	var upd, ins cols
+	var ix indexRows
+	for i := range ws {
+		w := &ws[i]
+		w.v.Seq = seqs[i]
+		if w.rid == 0 {
+			w.rid = seqs[i]
+			ins.add(w.rid, &w.v)
+		} else {
+			upd.add(w.rid, &w.v)
+		}
+		if !w.v.Deleted {
+			ix.add(w.rid, t.tenant, w.v.Type, &w.entries)
+		}
+	}
+
+	b := &pgx.Batch{}
+	if len(upd.rid) > 0 {
+		b.Queue(`INSERT INTO resource_history (tenant, type, id, version, seq, last_updated, deleted, method, body)
+			SELECT tenant, type, id, version, seq, last_updated, deleted, method, body
+			FROM resources WHERE rid = ANY($1)`, upd.rid)
+		for _, tbl := range indexTables {
+			b.Queue(`DELETE FROM `+tbl+` WHERE rid = ANY($1)`, upd.rid)
+		}
+		b.Queue(`UPDATE resources r SET version = u.version, seq = u.seq, last_updated = u.lu,
+				deleted = u.deleted, method = u.method, body = u.body
+			FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::boolean[], $6::text[], $7::bytea[])
+				AS u(rid, version, seq, lu, deleted, method, body)
+			WHERE r.rid = u.rid`,
+			upd.rid, upd.version, upd.seq, upd.lu, upd.deleted, upd.method, upd.body)
+	}
+	if len(ins.rid) > 0 {
+		b.Queue(`INSERT INTO resources (rid, tenant, type, id, version, seq, last_updated, deleted, method, body)
+			SELECT u.rid, $1, u.type, u.id, u.version, u.seq, u.lu, u.deleted, u.method, u.body
+			FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::timestamptz[], $8::boolean[], $9::text[], $10::bytea[])
+				AS u(rid, type, id, version, seq, lu, deleted, method, body)`,
+			t.tenant, ins.rid, ins.typ, ins.id, ins.version, ins.seq, ins.lu, ins.deleted, ins.method, ins.body)
+	}
+	ix.queue(b)
+	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+		return classify("store: write", err)
+	}
+	return nil
+}
+
+type cols struct {
+	rid, version, seq []int64
+	typ, id, method   []string
+	lu                []time.Time
+	deleted           []bool
+	body              [][]byte
+}
+
+func (c *cols) add(rid int64, v *Version) {
+	c.rid = append(c.rid, rid)
+	c.typ = append(c.typ, v.Type)
+	c.id = append(c.id, v.ID)
+	c.version = append(c.version, v.Version)
+	c.seq = append(c.seq, v.Seq)
+	c.lu = append(c.lu, v.LastUpdated)
+	c.deleted = append(c.deleted, v.Deleted)
+	c.method = append(c.method, v.Method)
+	c.body = append(c.body, v.Body)
+}
+
+func (t *Tx) String() string { return fmt.Sprintf("store.Tx(%s, %d pending)", t.tenant, len(t.writes)) }
