@@ -24,6 +24,7 @@ type serveConfig struct {
 	Migrate         string        // FHIRGATE_MIGRATE: auto or off
 	DataDir         string        // FHIRGATE_DATA_DIR: where the dev default keeps its private database
 	ShutdownTimeout time.Duration // FHIRGATE_SHUTDOWN_TIMEOUT
+	DebugAddr       string        // FHIRGATE_DEBUG_ADDR: pprof listener, off by default
 }
 
 func serveConfigFromEnv() (serveConfig, error) {
@@ -42,6 +43,16 @@ func serveConfigFromEnv() (serveConfig, error) {
 	}
 	if v := os.Getenv("FHIRGATE_DATA_DIR"); v != "" {
 		c.DataDir = v
+	}
+	if v := os.Getenv("FHIRGATE_DEBUG_ADDR"); v != "" {
+		host, _, err := net.SplitHostPort(v)
+		if err != nil {
+			return c, fmt.Errorf("FHIRGATE_DEBUG_ADDR=%q: want host:port", v)
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			return c, fmt.Errorf("FHIRGATE_DEBUG_ADDR=%q: the profiling listener may only bind a loopback address", v)
+		}
+		c.DebugAddr = v
 	}
 	if v := os.Getenv("FHIRGATE_SHUTDOWN_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -96,6 +107,9 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 	}
 	defer pool.Close()
 
+	if sc.DebugAddr != "" {
+		startDebug(sc.DebugAddr, logger)
+	}
 	st := store.New(pool)
 	srv := api.New(ac, ingest.New(st, validate.Resource), retrieve.New(st), pool.Ping, logger)
 	return listenAndServe(ctx, sc, srv.Handler(), logger)

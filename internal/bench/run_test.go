@@ -217,14 +217,15 @@ func TestRunAgainstFake(t *testing.T) {
 		}
 	}
 	ve := rep.Phase(PhaseVerify)
-	if ve.Requests != 5 || len(ve.Mismatches) != 0 {
-		t.Errorf("verify: %d reads, mismatches %v; want 5, none", ve.Requests, ve.Mismatches)
+	if ve.Requests != 5 || len(ve.Mismatches) != 0 || ve.TypesChecked != 3 || ve.TypesMatched != 3 {
+		t.Errorf("verify: %d reads, mismatches %v, %d of %d types matched; want 5, none, 3 of 3", ve.Requests, ve.Mismatches, ve.TypesMatched, ve.TypesChecked)
 	}
 	for _, want := range []string{
 		"ingest: 18 resources sent in 6 bundles, 18 acknowledged (201)",
 		"verify: Patient                before        1 after        7 delta        6 sent        6",
 		"verify: Observation            before        0 after        6 delta        6 sent        6",
 		"searches that matched nothing: 0",
+		"verify: 3 of 3 types grew by exactly what was sent; read back 5 created resources",
 	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, out.String())
@@ -249,6 +250,9 @@ func TestRunVerifyFindsLostResources(t *testing.T) {
 	ve := rep.Phase(PhaseVerify)
 	if !cmp.Equal(ve.Errors, map[int]uint64{404: 6}) {
 		t.Errorf("verify errors = %v, want 6 x 404 (the dropped Observations)", ve.Errors)
+	}
+	if ve.TypesChecked != 3 || ve.TypesMatched != 2 {
+		t.Errorf("verify: %d of %d types matched, want 2 of 3", ve.TypesMatched, ve.TypesChecked)
 	}
 	if len(ve.Mismatches) == 0 || ve.Mismatches[0] != "Observation: stored count grew by 0, sent 6" {
 		t.Errorf("verify mismatches = %q, want the Observation count first", ve.Mismatches)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strconv"
 	"time"
+	"unicode/utf8"
 )
 
 // Resource is one FHIR resource as JSON: the ordered top-level members as
@@ -22,8 +23,9 @@ type Resource struct {
 }
 
 type member struct {
-	key string
-	val []byte // compact JSON
+	key    string
+	rawKey []byte // the key as written, quotes included; nil for keys the server adds
+	val    []byte // compact JSON
 }
 
 // MaxDepth bounds nesting so hostile input cannot exhaust the stack.
@@ -33,6 +35,16 @@ const MaxDepth = 100
 // object with a string resourceType, duplicate member names at any level,
 // and nesting deeper than MaxDepth. Errors are KindInvalid.
 func Parse(body []byte) (*Resource, error) {
+	b, err := Compact(body)
+	if err != nil {
+		return nil, err
+	}
+	return parseChecked(b)
+}
+
+// Compact validates JSON (syntax, duplicate member names, depth) and
+// returns it without insignificant white space.
+func Compact(body []byte) ([]byte, error) {
 	var compact bytes.Buffer
 	compact.Grow(len(body))
 	if err := json.Compact(&compact, body); err != nil {
@@ -42,7 +54,56 @@ func Parse(body []byte) (*Resource, error) {
 		}
 		return nil, Errorf(KindInvalid, "", "malformed JSON: %s", err).WithCode("structure")
 	}
-	return parseCompact(compact.Bytes())
+	b := compact.Bytes()
+	if !utf8.Valid(b) {
+		return nil, Errorf(KindInvalid, "", "the JSON is not valid UTF-8").WithCode("structure")
+	}
+	if len(b) > 0 && (b[0] == '{' || b[0] == '[') {
+		if path, err := checkStructure(b); err != nil {
+			return nil, Errorf(KindInvalid, path, "%s", err).WithCode("structure")
+		}
+	}
+	return b, nil
+}
+
+// ParseCompacted reads a resource from JSON that Compact returned (or a
+// value inside it), skipping the checks Compact already made.
+func ParseCompacted(b []byte) (*Resource, error) { return parseChecked(b) }
+
+// Member is one member of a JSON object.
+type Member struct {
+	Key   string
+	Value []byte // compact JSON
+}
+
+// Members splits a compact JSON object (from Compact) into its members.
+func Members(obj []byte) []Member {
+	if len(obj) < 2 || obj[0] != '{' {
+		return nil
+	}
+	ms := splitObject(obj)
+	out := make([]Member, len(ms))
+	for i, m := range ms {
+		out[i] = Member{Key: m.key, Value: m.val}
+	}
+	return out
+}
+
+// Elements splits a compact JSON array (from Compact) into its elements.
+func Elements(arr []byte) [][]byte {
+	if len(arr) < 2 || arr[0] != '[' {
+		return nil
+	}
+	var out [][]byte
+	for i := 1; i < len(arr) && arr[i] != ']'; {
+		end := skipValue(arr, i)
+		out = append(out, arr[i:end:end])
+		i = end
+		if i < len(arr) && arr[i] == ',' {
+			i++
+		}
+	}
+	return out
 }
 
 // ParseValue reads a resource from a value already decoded by Parse or by a
@@ -60,11 +121,17 @@ func ParseValue(v any) (*Resource, error) {
 }
 
 func parseCompact(b []byte) (*Resource, error) {
+	if len(b) > 0 && b[0] == '{' {
+		if path, err := checkStructure(b); err != nil {
+			return nil, Errorf(KindInvalid, path, "%s", err).WithCode("structure")
+		}
+	}
+	return parseChecked(b)
+}
+
+func parseChecked(b []byte) (*Resource, error) {
 	if len(b) == 0 || b[0] != '{' {
 		return nil, Errorf(KindInvalid, "", "resource must be a JSON object").WithCode("structure")
-	}
-	if path, err := checkStructure(b); err != nil {
-		return nil, Errorf(KindInvalid, path, "%s", err).WithCode("structure")
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
@@ -99,7 +166,11 @@ func (r *Resource) Bytes() []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = strconv.AppendQuote(b, f.key)
+		if f.rawKey != nil {
+			b = append(b, f.rawKey...)
+		} else {
+			b = strconv.AppendQuote(b, f.key) // server-added keys are plain ASCII
+		}
 		b = append(b, ':')
 		b = append(b, f.val...)
 	}
@@ -142,31 +213,31 @@ func (r *Resource) SetMeta(versionID string, lastUpdated time.Time) {
 	r.set("meta", m.Bytes(), after)
 }
 
-// RewriteStrings replaces every JSON string value (never a member name) for
-// which fn reports a replacement, in both the bytes and the decoded view.
-// Transactions use it to turn urn:uuid: references into assigned ids.
-func (r *Resource) RewriteStrings(fn func(string) (string, bool)) {
+// RewriteStrings replaces every JSON string value (never a member name)
+// that is a key of repl by its value, in both the bytes and the decoded
+// view. Transactions use it to turn urn:uuid: references into assigned ids.
+func (r *Resource) RewriteStrings(repl map[string]string) {
 	for i := range r.fields {
-		r.fields[i].val = rewriteStrings(r.fields[i].val, fn)
+		r.fields[i].val = rewriteStrings(r.fields[i].val, repl)
 	}
 	for k, v := range r.Content {
-		r.Content[k] = rewriteValue(v, fn)
+		r.Content[k] = rewriteValue(v, repl)
 	}
 }
 
-func rewriteValue(v any, fn func(string) (string, bool)) any {
+func rewriteValue(v any, repl map[string]string) any {
 	switch t := v.(type) {
 	case string:
-		if s, ok := fn(t); ok {
+		if s, ok := repl[t]; ok {
 			return s
 		}
 	case map[string]any:
 		for k, e := range t {
-			t[k] = rewriteValue(e, fn)
+			t[k] = rewriteValue(e, repl)
 		}
 	case []any:
 		for i, e := range t {
-			t[i] = rewriteValue(e, fn)
+			t[i] = rewriteValue(e, repl)
 		}
 	}
 	return v
@@ -223,15 +294,10 @@ func splitObject(b []byte) []member {
 	i := 1 // past '{'
 	for i < len(b) && b[i] != '}' {
 		kEnd := skipString(b, i)
-		key, _ := strconv.Unquote(string(b[i:kEnd]))
-		if bytes.IndexByte(b[i:kEnd], '\\') >= 0 {
-			var s string
-			_ = json.Unmarshal(b[i:kEnd], &s)
-			key = s
-		}
+		key, _ := unquote(b[i:kEnd])
 		vStart := kEnd + 1 // past ':'
 		vEnd := skipValue(b, vStart)
-		out = append(out, member{key: key, val: b[vStart:vEnd:vEnd]})
+		out = append(out, member{key: key, rawKey: b[i:kEnd:kEnd], val: b[vStart:vEnd:vEnd]})
 		i = vEnd
 		if i < len(b) && b[i] == ',' {
 			i++
@@ -303,8 +369,8 @@ func walkStructure(b []byte, i, depth int, path string) (int, string, error) {
 		i++
 		for i < len(b) && b[i] != '}' {
 			kEnd := skipString(b, i)
-			var key string
-			if err := json.Unmarshal(b[i:kEnd], &key); err != nil {
+			key, err := unquote(b[i:kEnd])
+			if err != nil {
 				return 0, path, err
 			}
 			child := key
@@ -343,7 +409,7 @@ func walkStructure(b []byte, i, depth int, path string) (int, string, error) {
 }
 
 // rewriteStrings rewrites string values (not member names) in compact JSON.
-func rewriteStrings(b []byte, fn func(string) (string, bool)) []byte {
+func rewriteStrings(b []byte, repl map[string]string) []byte {
 	var out []byte // nil until the first change
 	last := 0
 	// One entry per open container: 'k' object expecting a member name,
@@ -366,17 +432,23 @@ func rewriteStrings(b []byte, fn func(string) (string, bool)) []byte {
 		case '"':
 			end := skipString(b, i)
 			if len(stack) == 0 || stack[len(stack)-1] != 'k' {
-				var s string
-				if json.Unmarshal(b[i:end], &s) == nil {
-					if repl, ok := fn(s); ok {
-						if out == nil {
-							out = make([]byte, 0, len(b)+64)
-						}
-						out = append(out, b[last:i]...)
-						q, _ := json.Marshal(repl)
-						out = append(out, q...)
-						last = end
+				var (
+					to string
+					ok bool
+				)
+				if raw := b[i+1 : end-1]; bytes.IndexByte(raw, '\\') < 0 {
+					to, ok = repl[string(raw)] // no allocation for the lookup
+				} else if s, err := unquote(b[i:end]); err == nil {
+					to, ok = repl[s]
+				}
+				if ok {
+					if out == nil {
+						out = make([]byte, 0, len(b)+64)
 					}
+					out = append(out, b[last:i]...)
+					q, _ := json.Marshal(to)
+					out = append(out, q...)
+					last = end
 				}
 			}
 			i = end - 1
@@ -386,4 +458,19 @@ func rewriteStrings(b []byte, fn func(string) (string, bool)) []byte {
 		return b
 	}
 	return append(out, b[last:]...)
+}
+
+// unquote decodes a JSON string literal, without allocating beyond the
+// result when it has no escapes.
+func unquote(q []byte) (string, error) {
+	if len(q) < 2 || q[0] != '"' || q[len(q)-1] != '"' {
+		return "", fmt.Errorf("malformed string")
+	}
+	raw := q[1 : len(q)-1]
+	if bytes.IndexByte(raw, '\\') < 0 {
+		return string(raw), nil
+	}
+	var s string
+	err := json.Unmarshal(q, &s)
+	return s, err
 }

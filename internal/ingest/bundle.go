@@ -1,7 +1,6 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -58,45 +57,80 @@ type Bundle struct {
 
 // ParseBundle reads a transaction or batch Bundle. Entries are checked for
 // a request with a method and URL; resources are parsed but not validated.
+// The Bundle's JSON is checked once and its entries' resources are sliced
+// out of it, not re-parsed from scratch.
 func ParseBundle(body []byte) (*Bundle, error) {
-	var raw struct {
-		ResourceType string `json:"resourceType"`
-		Type         string `json:"type"`
-		Entry        []struct {
-			FullURL  string          `json:"fullUrl"`
-			Resource json.RawMessage `json:"resource"`
-			Request  *struct {
+	doc, err := fhir.Compact(body)
+	if err != nil {
+		return nil, err
+	}
+	if len(doc) == 0 || doc[0] != '{' {
+		return nil, fhir.Errorf(fhir.KindInvalid, "", "a Bundle must be a JSON object").WithCode("structure")
+	}
+	var rt, typ string
+	var entries []byte
+	for _, m := range fhir.Members(doc) {
+		switch m.Key {
+		case "resourceType":
+			_ = json.Unmarshal(m.Value, &rt)
+		case "type":
+			_ = json.Unmarshal(m.Value, &typ)
+		case "entry":
+			entries = m.Value
+		}
+	}
+	if rt != "Bundle" {
+		return nil, fhir.Errorf(fhir.KindInvalid, "resourceType", "POST to the service base takes a Bundle").WithCode("structure")
+	}
+	if typ != "transaction" && typ != "batch" {
+		return nil, fhir.Errorf(fhir.KindInvalid, "Bundle.type", "Bundle.type must be transaction or batch").WithCode("value")
+	}
+	if entries != nil && entries[0] != '[' {
+		return nil, fhir.Errorf(fhir.KindInvalid, "Bundle.entry", "Bundle.entry must be an array").WithCode("structure")
+	}
+	b := &Bundle{Type: typ}
+	fullURLs := map[string]int{}
+	for i, raw := range fhir.Elements(entries) {
+		path := fmt.Sprintf("Bundle.entry[%d]", i)
+		var e struct {
+			FullURL string `json:"fullUrl"`
+			Request *struct {
 				Method      string `json:"method"`
 				URL         string `json:"url"`
 				IfNoneExist string `json:"ifNoneExist"`
 				IfMatch     string `json:"ifMatch"`
 			} `json:"request"`
-		} `json:"entry"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(&raw); err != nil {
-		return nil, fhir.Errorf(fhir.KindInvalid, "", "malformed Bundle: %s", jsonErr(err)).WithCode("structure")
-	}
-	if raw.ResourceType != "Bundle" {
-		return nil, fhir.Errorf(fhir.KindInvalid, "resourceType", "POST to the service base takes a Bundle").WithCode("structure")
-	}
-	if raw.Type != "transaction" && raw.Type != "batch" {
-		return nil, fhir.Errorf(fhir.KindInvalid, "Bundle.type", "Bundle.type must be transaction or batch").WithCode("value")
-	}
-	b := &Bundle{Type: raw.Type}
-	fullURLs := map[string]int{}
-	for i, e := range raw.Entry {
-		path := fmt.Sprintf("Bundle.entry[%d]", i)
+		}
+		var resource []byte
+		if raw[0] != '{' {
+			return nil, fhir.Errorf(fhir.KindInvalid, path, "entry must be an object").WithCode("structure")
+		}
+		var head []byte = []byte{'{'}
+		for _, m := range fhir.Members(raw) {
+			switch m.Key {
+			case "resource":
+				resource = m.Value
+			case "fullUrl", "request":
+				if len(head) > 1 {
+					head = append(head, ',')
+				}
+				q, _ := json.Marshal(m.Key)
+				head = append(append(append(head, q...), ':'), m.Value...)
+			}
+		}
+		if err := json.Unmarshal(append(head, '}'), &e); err != nil {
+			return nil, fhir.Errorf(fhir.KindInvalid, path, "entry.fullUrl or entry.request has the wrong JSON type: %s", jsonErr(err)).WithCode("structure")
+		}
 		if e.Request == nil {
 			return nil, fhir.Errorf(fhir.KindInvalid, path+".request", "entry has no request").WithCode("required")
 		}
-		en := &Entry{Index: i, FullURL: e.FullURL, Raw: e.Resource, Method: strings.ToUpper(e.Request.Method),
+		en := &Entry{Index: i, FullURL: e.FullURL, Raw: resource, Method: strings.ToUpper(e.Request.Method),
 			URL: e.Request.URL, IfNoneExist: e.Request.IfNoneExist, IfMatch: e.Request.IfMatch}
 		if err := en.parseRequest(path); err != nil {
 			return nil, err
 		}
 		if e.FullURL != "" {
-			if j, dup := fullURLs[e.FullURL]; dup && raw.Type == "transaction" {
+			if j, dup := fullURLs[e.FullURL]; dup && typ == "transaction" {
 				return nil, fhir.Errorf(fhir.KindInvalid, path+".fullUrl", "fullUrl repeats entry %d", j).WithCode("duplicate")
 			}
 			fullURLs[e.FullURL] = i
@@ -145,7 +179,7 @@ func (e *Entry) parseRequest(path string) error {
 		if len(e.Raw) == 0 || string(e.Raw) == "null" {
 			return fhir.Errorf(fhir.KindInvalid, path+".resource", "%s entry has no resource", e.Method).WithCode("required")
 		}
-		r, err := fhir.Parse(e.Raw)
+		r, err := fhir.ParseCompacted(e.Raw)
 		if err != nil {
 			return prefixExpr(err, path+".resource")
 		}
@@ -190,18 +224,21 @@ func (s *Service) Process(ctx context.Context, tenant string, b *Bundle) ([]Entr
 	copy(order, b.Entries)
 	stableSortBy(order, func(e *Entry) int { return methodRank(e.Method) })
 
-	// Keep the parsed bytes: a retry must start from the client's resources.
+	// A retry must start again from the client's resources, before ids
+	// and references were rewritten.
 	originals := make([][]byte, len(b.Entries))
 	for i, e := range b.Entries {
 		if e.res != nil {
-			originals[i] = e.res.Bytes()
+			originals[i] = e.Raw
 		}
 	}
 	var results []EntryResult
+	attempt := 0
 	err := s.inTx(ctx, tenant, func(tx *store.Tx) error {
+		attempt++
 		for i, e := range b.Entries {
-			if originals[i] != nil {
-				r, err := fhir.Parse(originals[i])
+			if attempt > 1 && originals[i] != nil {
+				r, err := fhir.ParseCompacted(originals[i])
 				if err != nil {
 					return err
 				}
@@ -303,7 +340,7 @@ func (s *Service) transaction(ctx context.Context, tx *store.Tx, b *Bundle, orde
 				return nil, err
 			}
 			if len(found) != 1 {
-				return nil, fhir.Errorf(fhir.KindPreconditionFailed, path,
+				return nil, fhir.Errorf(fhir.KindUnprocessable, path,
 					"conditional reference to %s matches %d resources; it must match exactly one", typ, len(found)).WithCode("processing")
 			}
 			condRefs[ref] = typ + "/" + found[0].ID
@@ -311,21 +348,16 @@ func (s *Service) transaction(ctx context.Context, tx *store.Tx, b *Bundle, orde
 	}
 
 	// 3. Write, with references rewritten.
-	rewrite := func(s string) (string, bool) {
-		if v, ok := ids[s]; ok {
-			return v, true
-		}
-		if v, ok := condRefs[s]; ok {
-			return v, true
-		}
-		return "", false
+	rewrite := ids
+	for k, v := range condRefs {
+		rewrite[k] = v
 	}
 	for _, e := range order {
 		if done[e.Index] || (e.Method != "POST" && e.Method != "PUT") {
 			continue
 		}
 		path := fmt.Sprintf("Bundle.entry[%d]", e.Index)
-		if len(ids) > 0 || len(condRefs) > 0 {
+		if len(rewrite) > 0 {
 			e.res.RewriteStrings(rewrite)
 		}
 		if err := unresolvedURN(e.res.Content, path+".resource"); err != nil {
@@ -518,7 +550,7 @@ func unresolvedURN(v any, path string) error {
 	}
 	walk(v)
 	if bad {
-		return fhir.Errorf(fhir.KindInvalid, path, "a reference to a urn:uuid: matches no entry's fullUrl").WithCode("not-found")
+		return fhir.Errorf(fhir.KindUnprocessable, path, "a reference to a urn:uuid: matches no entry's fullUrl").WithCode("not-found")
 	}
 	return nil
 }

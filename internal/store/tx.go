@@ -82,7 +82,7 @@ func (t *Tx) Put(ctx context.Context, w Write) (Version, error) {
 	r := w.Resource
 	k := key{r.Type, r.ID}
 	if t.pending[k] {
-		return Version{}, fhir.Errorf(fhir.KindInvalid, "", "%s/%s is written twice in one transaction", r.Type, r.ID).WithCode("duplicate")
+		return Version{}, fhir.Errorf(fhir.KindConflict, "", "%s/%s is written twice in one transaction", r.Type, r.ID).WithCode("conflict")
 	}
 	var rid, version int64 = 0, 1
 	if !w.New {
@@ -112,7 +112,7 @@ func (t *Tx) Put(ctx context.Context, w Write) (Version, error) {
 func (t *Tx) Delete(ctx context.Context, typ, id string, ifMatch int64) (v Version, ok bool, err error) {
 	k := key{typ, id}
 	if t.pending[k] {
-		return Version{}, false, fhir.Errorf(fhir.KindInvalid, "", "%s/%s is written twice in one transaction", typ, id).WithCode("duplicate")
+		return Version{}, false, fhir.Errorf(fhir.KindConflict, "", "%s/%s is written twice in one transaction", typ, id).WithCode("conflict")
 	}
 	cur, rid, exists, err := t.current(ctx, typ, id)
 	if err != nil {

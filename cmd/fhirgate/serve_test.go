@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestGracefulShutdownFinishesInFlight cancels the serve context while a
+// request is in flight: the request must complete with its full response,
+// new connections must be refused, and serve must return without error.
+func TestGracefulShutdownFinishesInFlight(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	started := make(chan struct{})
+	release := make(chan struct{})
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(started)
+		<-release
+		io.WriteString(w, "finished")
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	go func() {
+		done <- listenAndServe(ctx, serveConfig{Addr: addr, ShutdownTimeout: 10 * time.Second}, h, logger)
+	}()
+
+	var resp *http.Response
+	var reqErr error
+	got := make(chan struct{})
+	go func() {
+		defer close(got)
+		for i := 0; i < 50; i++ { // wait for the listener
+			resp, reqErr = http.Get("http://" + addr + "/")
+			if reqErr == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+	<-started
+	cancel() // SIGTERM arrives while the request is in flight
+	time.Sleep(100 * time.Millisecond)
+	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+		c.Close()
+		t.Errorf("a new connection was accepted after shutdown began")
+	}
+	close(release)
+	<-got
+	if reqErr != nil {
+		t.Fatalf("in-flight request failed: %v", reqErr)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "finished" {
+		t.Errorf("in-flight request got %d %q, want 200 \"finished\"", resp.StatusCode, body)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve returned %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("serve did not return after shutdown")
+	}
+}
+
+func TestServeConfigErrorsNameTheVariable(t *testing.T) {
+	cases := map[string]string{
+		"FHIRGATE_ADDR":             "nonsense",
+		"FHIRGATE_MIGRATE":          "sometimes",
+		"FHIRGATE_SHUTDOWN_TIMEOUT": "-1s",
+		"FHIRGATE_DEBUG_ADDR":       "0.0.0.0:6060",
+	}
+	for name, val := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(name, val)
+			_, err := serveConfigFromEnv()
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("serveConfigFromEnv with %s=%q: error %v, want one naming %s", name, val, err, name)
+			}
+		})
+	}
+}

@@ -1,0 +1,292 @@
+package api_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/fhirgate/fhirgate/internal/api"
+	"github.com/fhirgate/fhirgate/internal/database/databasetest"
+	"github.com/fhirgate/fhirgate/internal/ingest"
+	"github.com/fhirgate/fhirgate/internal/retrieve"
+	"github.com/fhirgate/fhirgate/internal/store"
+	"github.com/fhirgate/fhirgate/internal/validate"
+)
+
+// testMaxBody is the request body limit of the test server.
+const testMaxBody = 1 << 20
+
+// newTestServer wires the gateway exactly as serve does, over a fresh
+// migrated database of the test's own.
+func newTestServer(t *testing.T) (*httptest.Server, *pgxpool.Pool) {
+	t.Helper()
+	return newTestServerMax(t, testMaxBody)
+}
+
+// newTestServerMax is newTestServer with another request body limit.
+func newTestServerMax(t *testing.T, maxBody int64) (*httptest.Server, *pgxpool.Pool) {
+	t.Helper()
+	pool := databasetest.NewPool(t)
+	st := store.New(pool)
+	var out io.Writer = io.Discard
+	if os.Getenv("FHIRGATE_TEST_LOG") != "" { // the access log, to debug a failing test
+		out = os.Stderr
+	}
+	logger := slog.New(slog.NewTextHandler(out, nil))
+	srv := api.New(api.Config{Tenant: "test", MaxBodyBytes: maxBody},
+		ingest.New(st, validate.Resource), retrieve.New(st), pool.Ping, logger)
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	return ts, pool
+}
+
+// response is a fully read HTTP response.
+type response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+// do sends one request. hdr holds header name/value pairs; a body gets
+// Content-Type application/fhir+json unless hdr sets one.
+func do(t testing.TB, method, u string, body []byte, hdr ...string) response {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, u, rd)
+	if err != nil {
+		t.Fatalf("new request %s %s: %v", method, u, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/fhir+json")
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, u, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, u, err)
+	}
+	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}
+}
+
+// decode parses JSON with json.Number for numbers.
+func decode(t testing.TB, b []byte) map[string]any {
+	t.Helper()
+	m, err := decodeJSON(b)
+	if err != nil {
+		t.Fatalf("decode %q: %v", truncate(b, 300), err)
+	}
+	return m
+}
+
+func decodeJSON(b []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "..."
+	}
+	return string(b)
+}
+
+// mustJSON encodes v compactly without HTML escaping.
+func mustJSON(t testing.TB, v any) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		t.Fatalf("encode: %v", err)
+	}
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+}
+
+// outcome checks that r is an OperationOutcome error response with status
+// and at least one issue, and returns the decoded issues.
+func outcome(t testing.TB, r response, status int) []map[string]any {
+	t.Helper()
+	if r.Status != status {
+		t.Errorf("status = %d, want %d; body %s", r.Status, status, truncate(r.Body, 400))
+	}
+	if ct := r.Header.Get("Content-Type"); !strings.HasPrefix(ct, "application/fhir+json") {
+		t.Errorf("Content-Type = %q, want application/fhir+json", ct)
+	}
+	m, err := decodeJSON(r.Body)
+	if err != nil {
+		t.Errorf("body is not JSON: %v; %s", err, truncate(r.Body, 300))
+		return nil
+	}
+	if m["resourceType"] != "OperationOutcome" {
+		t.Errorf("resourceType = %v, want OperationOutcome", m["resourceType"])
+	}
+	raw, _ := m["issue"].([]any)
+	if len(raw) == 0 {
+		t.Errorf("OperationOutcome has no issue: %s", truncate(r.Body, 300))
+	}
+	var issues []map[string]any
+	for _, is := range raw {
+		if im, ok := is.(map[string]any); ok {
+			issues = append(issues, im)
+		}
+	}
+	return issues
+}
+
+// expressions lists every issue expression of an OperationOutcome.
+func expressions(issues []map[string]any) []string {
+	var out []string
+	for _, is := range issues {
+		es, _ := is["expression"].([]any)
+		for _, e := range es {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+	}
+	return out
+}
+
+// diagnostics summarizes an OperationOutcome as "diagnostics @expressions"
+// per issue, for failure messages.
+func diagnostics(body []byte) string {
+	m, err := decodeJSON(body)
+	if err != nil {
+		return truncate(body, 200)
+	}
+	var ds []string
+	is, _ := m["issue"].([]any)
+	for _, i := range is {
+		im, _ := i.(map[string]any)
+		d, _ := im["diagnostics"].(string)
+		ds = append(ds, d+" @"+strings.Join(expressions([]map[string]any{im}), ","))
+	}
+	return strings.Join(ds, "; ")
+}
+
+// rowCount counts the rows of the resources table (current versions and
+// tombstones).
+func rowCount(t testing.TB, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM resources`).Scan(&n); err != nil {
+		t.Fatalf("count resources: %v", err)
+	}
+	return n
+}
+
+// historyRowCount counts the rows of resource_history.
+func historyRowCount(t testing.TB, pool *pgxpool.Pool) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM resource_history`).Scan(&n); err != nil {
+		t.Fatalf("count resource_history: %v", err)
+	}
+	return n
+}
+
+// bundleEntries returns a Bundle's entries.
+func bundleEntries(t testing.TB, b map[string]any) []map[string]any {
+	t.Helper()
+	if b["resourceType"] != "Bundle" {
+		t.Fatalf("resourceType = %v, want Bundle", b["resourceType"])
+	}
+	raw, _ := b["entry"].([]any)
+	out := make([]map[string]any, 0, len(raw))
+	for _, e := range raw {
+		out = append(out, e.(map[string]any))
+	}
+	return out
+}
+
+// link returns the url of a Bundle link relation, "" when absent.
+func link(b map[string]any, rel string) string {
+	ls, _ := b["link"].([]any)
+	for _, l := range ls {
+		lm, _ := l.(map[string]any)
+		if lm["relation"] == rel {
+			s, _ := lm["url"].(string)
+			return s
+		}
+	}
+	return ""
+}
+
+// searchIDs runs a search and returns the ids of the matches (search mode
+// match only) and the decoded Bundle.
+func searchIDs(t testing.TB, u string, hdr ...string) ([]string, map[string]any) {
+	t.Helper()
+	r := do(t, http.MethodGet, u, nil, hdr...)
+	if r.Status != http.StatusOK {
+		t.Fatalf("GET %s: status %d: %s", u, r.Status, truncate(r.Body, 400))
+	}
+	b := decode(t, r.Body)
+	return matchIDs(t, b), b
+}
+
+func matchIDs(t testing.TB, b map[string]any) []string {
+	t.Helper()
+	var ids []string
+	for _, e := range bundleEntries(t, b) {
+		if s, _ := e["search"].(map[string]any); s != nil && s["mode"] != "match" {
+			continue
+		}
+		res, _ := e["resource"].(map[string]any)
+		id, _ := res["id"].(string)
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// create POSTs a resource and returns its server-assigned id.
+func create(t testing.TB, base string, body string) string {
+	t.Helper()
+	m := decode(t, []byte(body))
+	typ := m["resourceType"].(string)
+	r := do(t, http.MethodPost, base+"/fhir/"+typ, []byte(body))
+	if r.Status != http.StatusCreated {
+		t.Fatalf("create %s: status %d: %s", typ, r.Status, truncate(r.Body, 400))
+	}
+	id, _ := decode(t, r.Body)["id"].(string)
+	if id == "" {
+		t.Fatalf("create %s: no id in the response", typ)
+	}
+	return id
+}
+
+// put PUTs a resource with its id and fails the test unless it succeeds.
+func put(t testing.TB, base string, body string) response {
+	t.Helper()
+	m := decode(t, []byte(body))
+	r := do(t, http.MethodPut, base+"/fhir/"+m["resourceType"].(string)+"/"+m["id"].(string), []byte(body))
+	if r.Status != http.StatusOK && r.Status != http.StatusCreated {
+		t.Fatalf("put: status %d: %s", r.Status, truncate(r.Body, 400))
+	}
+	return r
+}
+
+func q(s string) string { return url.QueryEscape(s) }
