@@ -14,21 +14,47 @@ import (
 // Condition renders the query's conditions as one SQL boolean expression
 // over the resources table aliased "r", appending bind arguments to args
 // and numbering placeholders after those already there. It returns "TRUE"
-// for no conditions. The caller adds r.tenant, r.type and r.deleted.
+// for no conditions. args must already hold the tenant as $1 and the
+// resource type as $2; the caller adds r.tenant, r.type and r.deleted.
 //
-// Each condition is an EXISTS over an index table correlated on rid,
-// tenant and type; with the caller's r.tenant = $x AND r.type = $y,
-// PostgreSQL derives the same constants for the index table and can drive
-// the plan from its (tenant, type, param, value) lookup index.
+// The positive conditions (a value that must be present) become one
+// "r.rid IN (... INTERSECT ...)" over the index tables' (tenant, type,
+// param, value, rid) lookup indexes, so the matching rids are intersected
+// from index-only scans before any resource row is touched, whatever the
+// planner estimates. Negative conditions (:not, :missing) and those served
+// by the resources table itself (_id, _lastUpdated) filter the rows.
 func (q *Query) Condition(args *[]any) string {
 	if len(q.Params) == 0 {
 		return "TRUE"
 	}
-	parts := make([]string, 0, len(q.Params))
+	var parts, sets []string
 	for i := range q.Params {
-		parts = append(parts, q.Params[i].sql(args))
+		p := &q.Params[i]
+		if p.positive() {
+			sets = append(sets, p.ridSet(args))
+			continue
+		}
+		parts = append(parts, p.sql(args))
+	}
+	if len(sets) > 0 {
+		parts = append([]string{"r.rid IN (" + strings.Join(sets, " INTERSECT ") + ")"}, parts...)
 	}
 	return strings.Join(parts, " AND ")
+}
+
+// positive reports whether the condition requires an index row to exist.
+func (p *Param) positive() bool {
+	return p.def.column == "" && p.Modifier != "missing" && p.Modifier != "not"
+}
+
+// ridSet renders the rids of resources with a matching index row.
+func (p *Param) ridSet(args *[]any) string {
+	var ors []string
+	for _, v := range p.Values {
+		ors = append(ors, p.valueCond(args, v))
+	}
+	return "SELECT i.rid FROM " + tables[p.def.Type] + " i WHERE i.tenant = $1 AND i.type = $2 AND i.param = " +
+		bind(args, p.def.Code) + " AND " + or(ors)
 }
 
 func bind(args *[]any, v any) string {
