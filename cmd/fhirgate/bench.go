@@ -57,7 +57,7 @@ func parseBenchFlags(args []string) (bench.Config, error) {
 	fs.Visit(func(f *flag.Flag) { phasesSet = phasesSet || f.Name == "phases" })
 	cfg.Phases = bench.ParsePhases(phases)
 	if !phasesSet && cfg.DatabaseURL != "" {
-		cfg.Phases = append(cfg.Phases, bench.PhaseCopyBaseline)
+		cfg.Phases = append(cfg.Phases, bench.PhaseVacuum, bench.PhaseCopyBaseline)
 	}
 	if err := cfg.Validate(); err != nil {
 		return cfg, fmt.Errorf("bench: %w", err)

@@ -20,7 +20,7 @@ func TestParseBenchFlags(t *testing.T) {
 	}{
 		{name: "defaults", wantPhases: bench.DefaultPhases},
 		{name: "database url adds copy-baseline", args: []string{"-database-url", "postgres://127.0.0.1/x"},
-			wantPhases: append(append([]string{}, bench.DefaultPhases...), bench.PhaseCopyBaseline)},
+			wantPhases: append(append([]string{}, bench.DefaultPhases...), bench.PhaseVacuum, bench.PhaseCopyBaseline)},
 		{name: "explicit phases win", args: []string{"-phases", "ingest,verify", "-database-url", "postgres://127.0.0.1/x"},
 			wantPhases: []string{"ingest", "verify"}},
 		{name: "remote refused", args: []string{"-url", "http://192.0.2.1/fhir"}, wantErr: "not a loopback address"},

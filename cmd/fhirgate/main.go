@@ -8,15 +8,22 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
+
+	"github.com/fhirgate/fhirgate/internal/api"
 )
 
+// Set at build time: -ldflags '-X main.version=... -X main.commit=...'.
+var version, commit = "dev", "unknown"
+
 func main() {
+	api.Version = version + "+" + commit
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	logger, err := newLogger(os.Getenv("FHIRGATE_LOG_LEVEL"))
@@ -26,6 +33,9 @@ func main() {
 	}
 	slog.SetDefault(logger)
 	if err := realMain(ctx, os.Args[1:], logger); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Exit(0)
+		}
 		var ue usageError
 		if errors.As(err, &ue) {
 			fmt.Fprintln(os.Stderr, "fhirgate:", err)

@@ -106,6 +106,7 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 		return err
 	}
 	defer pool.Close()
+	database.WarnSettings(ctx, pool, logger)
 
 	if sc.DebugAddr != "" {
 		startDebug(sc.DebugAddr, logger)

@@ -58,7 +58,9 @@ type response struct {
 }
 
 // do sends one request. hdr holds header name/value pairs; a body gets
-// Content-Type application/fhir+json unless hdr sets one.
+// Content-Type application/fhir+json unless hdr sets one. A transport
+// error fails the test and returns status 0; do is safe to call from
+// goroutines.
 func do(t testing.TB, method, u string, body []byte, hdr ...string) response {
 	t.Helper()
 	var rd io.Reader
@@ -67,7 +69,8 @@ func do(t testing.TB, method, u string, body []byte, hdr ...string) response {
 	}
 	req, err := http.NewRequest(method, u, rd)
 	if err != nil {
-		t.Fatalf("new request %s %s: %v", method, u, err)
+		t.Errorf("new request %s %s: %v", method, u, err)
+		return response{}
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/fhir+json")
@@ -77,12 +80,14 @@ func do(t testing.TB, method, u string, body []byte, hdr ...string) response {
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, u, err)
+		t.Errorf("%s %s: %v", method, u, err)
+		return response{}
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, u, err)
+		t.Errorf("%s %s: read body: %v", method, u, err)
+		return response{}
 	}
 	return response{Status: resp.StatusCode, Header: resp.Header, Body: b}
 }
@@ -114,14 +119,14 @@ func truncate(b []byte, n int) string {
 	return string(b)
 }
 
-// mustJSON encodes v compactly without HTML escaping.
+// mustJSON encodes v compactly without HTML escaping; safe in goroutines.
 func mustJSON(t testing.TB, v any) []byte {
 	t.Helper()
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	if err := enc.Encode(v); err != nil {
-		t.Fatalf("encode: %v", err)
+		t.Errorf("encode: %v", err)
 	}
 	return bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 }

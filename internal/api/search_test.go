@@ -207,7 +207,11 @@ func TestPagingStability(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		for range 40 {
-			create(t, ts.URL, `{"resourceType":"Patient","active":false}`)
+			r := do(t, http.MethodPost, ts.URL+"/fhir/Patient", []byte(`{"resourceType":"Patient","active":false}`))
+			if r.Status != http.StatusCreated {
+				t.Errorf("concurrent create: status %d", r.Status)
+				return
+			}
 		}
 	}()
 	seen := map[string]int{}

@@ -134,6 +134,7 @@ func Run(ctx context.Context, cfg Config, out, progress io.Writer) (*Report, err
 		writeSummary(out, p)
 	}
 	run(PhaseIngest, func() *PhaseReport { return r.ingest(ctx, plan) })
+	run(PhaseVacuum, func() *PhaseReport { return r.vacuum(ctx) })
 	run(PhaseRead, func() *PhaseReport { return r.read(ctx) })
 	run(PhaseSearch, func() *PhaseReport { return r.search(ctx) })
 	run(PhaseVerify, func() *PhaseReport { return r.verify(ctx, before) })
@@ -695,6 +696,8 @@ func writeSummary(w io.Writer, p *PhaseReport) {
 		fmt.Fprintf(w, "verify: %d of %d types grew by exactly what was sent; read back %d created resources in %.1fs: %.0f requests/s\n",
 			p.TypesMatched, p.TypesChecked, p.Requests, p.Elapsed.Seconds(), p.Rate)
 		fmt.Fprintf(w, "  latency: %s\n", latencyLine(p.Latency))
+	case PhaseVacuum:
+		fmt.Fprintf(w, "vacuum: VACUUM (ANALYZE) of the gateway's database in %.1fs\n", p.Elapsed.Seconds())
 	case PhaseCopyBaseline:
 		fmt.Fprintf(w, "copy-baseline: %d rows COPYed into bench_copy(jsonb) in %.1fs: %.0f rows/s\n", p.Resources, p.Elapsed.Seconds(), p.Rate)
 	default:

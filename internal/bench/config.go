@@ -13,13 +13,14 @@ import (
 // Phase names, in the order they run.
 const (
 	PhaseIngest       = "ingest"
+	PhaseVacuum       = "vacuum"
 	PhaseRead         = "read"
 	PhaseSearch       = "search"
 	PhaseVerify       = "verify"
 	PhaseCopyBaseline = "copy-baseline"
 )
 
-var allPhases = []string{PhaseIngest, PhaseRead, PhaseSearch, PhaseVerify, PhaseCopyBaseline}
+var allPhases = []string{PhaseIngest, PhaseVacuum, PhaseRead, PhaseSearch, PhaseVerify, PhaseCopyBaseline}
 
 // DefaultPhases are the phases run when none are named.
 var DefaultPhases = []string{PhaseIngest, PhaseRead, PhaseSearch, PhaseVerify}
@@ -109,6 +110,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Has(PhaseCopyBaseline) && c.DatabaseURL == "" {
 		errs = append(errs, errors.New("-phases: copy-baseline needs -database-url"))
+	}
+	if c.Has(PhaseVacuum) && c.DatabaseURL == "" {
+		errs = append(errs, errors.New("-phases: vacuum needs -database-url"))
 	}
 	if c.Corpus == "" && (c.Has(PhaseIngest) || c.Has(PhaseCopyBaseline)) {
 		errs = append(errs, errors.New("-corpus: empty"))

@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strconv"
 	"time"
@@ -80,4 +81,18 @@ func Open(ctx context.Context, c Config) (*pgxpool.Pool, error) {
 		return nil, fmt.Errorf("database: ping %s:%d: %w", pc.ConnConfig.Host, pc.ConnConfig.Port, err)
 	}
 	return pool, nil
+}
+
+// WarnSettings logs server settings that undermine the gateway: with
+// autovacuum off, tables are never analyzed or vacuumed, so search plans
+// run on default statistics and index-only scans visit the heap.
+func WarnSettings(ctx context.Context, pool *pgxpool.Pool, logger *slog.Logger) {
+	var autovacuum string
+	if err := pool.QueryRow(ctx, `SHOW autovacuum`).Scan(&autovacuum); err != nil {
+		logger.Warn("could not read PostgreSQL settings", "error", err.Error())
+		return
+	}
+	if autovacuum != "on" {
+		logger.Warn("PostgreSQL autovacuum is off: search slows down as data grows unless VACUUM (ANALYZE) runs regularly; enable autovacuum in postgresql.conf")
+	}
 }
