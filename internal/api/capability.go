@@ -38,10 +38,23 @@ func capabilityStatement() []byte {
 	}
 	ints := []interaction{{"read"}, {"vread"}, {"update"}, {"delete"}, {"history-instance"},
 		{"history-type"}, {"create"}, {"search-type"}}
+	// revincludes[T] lists "Source:param" for every reference parameter
+	// that can point at T.
+	revincludes := map[string][]string{}
+	for _, src := range spec.ResourceTypes() {
+		for _, p := range search.Parameters(src) {
+			if p.Unsupported != "" || p.Type != search.TypeReference {
+				continue
+			}
+			for _, target := range p.Targets {
+				revincludes[target] = append(revincludes[target], src+":"+p.Code)
+			}
+		}
+	}
 	var resources []resource
 	for _, t := range spec.ResourceTypes() {
 		r := resource{Type: t, Interaction: ints, Versioning: "versioned-update", ReadHistory: true,
-			UpdateCreate: true, ConditionalCreate: true, ConditionalRead: "modified-since",
+			UpdateCreate: true, ConditionalCreate: true, ConditionalRead: "full-support",
 			ConditionalUpdate: true, ConditionalDelete: "single"}
 		var refs []string
 		for _, p := range search.Parameters(t) {
@@ -56,6 +69,8 @@ func capabilityStatement() []byte {
 		sort.Slice(r.SearchParam, func(i, j int) bool { return r.SearchParam[i].Name < r.SearchParam[j].Name })
 		sort.Strings(refs)
 		r.SearchInclude = refs
+		r.SearchRevInclude = revincludes[t]
+		sort.Strings(r.SearchRevInclude)
 		resources = append(resources, r)
 	}
 	cs := map[string]any{
