@@ -218,7 +218,7 @@ func TestLosslessDetails(t *testing.T) {
 		{"primitive extension", `{"resourceType":"Patient","id":"primext","birthDate":"1970-03-30","_birthDate":{"extension":[{"url":"http://hl7.org/fhir/StructureDefinition/patient-birthTime","valueDateTime":"1970-03-30T14:35:45-05:00"}]},"name":[{"given":["Ann","Bo"],"_given":[null,{"extension":[{"url":"http://hl7.org/fhir/StructureDefinition/iso21090-EN-qualifier","valueCode":"CL"}]}]}]}`},
 		{"decimals", `{"resourceType":"Observation","id":"decimals","status":"final","code":{"text":"x"},"valueQuantity":{"value":1.50,"unit":"mmol/L","system":"http://unitsofmeasure.org","code":"mmol/L"},"referenceRange":[{"low":{"value":0.010},"high":{"value":100.000}}]}`},
 		{"unicode", `{"resourceType":"Patient","id":"unicode","name":[{"family":"Müller-Łukasiewicz","given":["Zoë","José","Ame\u0301lie"]},{"text":"山田 太郎 😀🏥 Ελληνικά עברית"}]}`},
-		{"escapes", `{"resourceType":"Patient","id":"escapes","name":[{"text":"tab\there \"quoted\" back\\slash \u0001 <b>&amp;</b>"}]}`},
+		{"escapes", `{"resourceType":"Patient","id":"escapes","name":[{"text":"tab\there \"quoted\" back\\slash \u00e9 <b>&amp;</b>"}]}`},
 		{"2000 names", `{"resourceType":"Patient","id":"manynames","name":[` + names.String() + `]}`},
 		{"500 KB string", `{"resourceType":"Observation","id":"bigstring","status":"final","code":{"text":"note"},"valueString":"` + big + `"}`},
 	}

@@ -222,14 +222,14 @@ func (x *extractor) leaf(v any) {
 		x.quantity(v)
 	case TypeURI:
 		if s, ok := v.(string); ok && s != "" {
-			x.e.URIs = append(x.e.URIs, URI{Param: x.p.Code, URI: s})
+			x.e.URIs = append(x.e.URIs, URI{Param: x.p.Code, URI: Clip(s)})
 		}
 	}
 }
 
 func (x *extractor) addToken(system, code string) {
 	if code != "" {
-		x.e.Tokens = append(x.e.Tokens, Token{Param: x.p.Code, System: system, Code: code})
+		x.e.Tokens = append(x.e.Tokens, Token{Param: x.p.Code, System: Clip(system), Code: Clip(code)})
 	}
 }
 
@@ -278,7 +278,7 @@ func (x *extractor) token(v any) {
 
 func (x *extractor) addString(s string) {
 	if s != "" {
-		x.e.Strings = append(x.e.Strings, String{Param: x.p.Code, Norm: Normalize(s), Exact: s})
+		x.e.Strings = append(x.e.Strings, String{Param: x.p.Code, Norm: Clip(Normalize(s)), Exact: Clip(s)})
 	}
 }
 
@@ -394,7 +394,7 @@ func (x *extractor) reference(v any) {
 			return
 		}
 	}
-	x.e.References = append(x.e.References, Reference{Param: x.p.Code, TargetType: typ, TargetID: id})
+	x.e.References = append(x.e.References, Reference{Param: x.p.Code, TargetType: typ, TargetID: Clip(id)})
 }
 
 // lastSegments returns "Type/id" from the end of an absolute URL.
@@ -456,7 +456,7 @@ func (x *extractor) quantity(v any) {
 		if code == "" {
 			code = str(m, "unit")
 		}
-		x.e.Quantities = append(x.e.Quantities, Quantity{Param: x.p.Code, System: str(m, "system"), Code: code, Lo: lo, Hi: hi})
+		x.e.Quantities = append(x.e.Quantities, Quantity{Param: x.p.Code, System: Clip(str(m, "system")), Code: Clip(code), Lo: lo, Hi: hi})
 	case leafMoney:
 		n, ok := m["value"].(json.Number)
 		if !ok {
@@ -482,7 +482,7 @@ func (x *extractor) quantity(v any) {
 		if code == "" {
 			code = str(low, "unit")
 		}
-		x.e.Quantities = append(x.e.Quantities, Quantity{Param: x.p.Code, System: str(low, "system"), Code: code, Lo: lo, Hi: hi})
+		x.e.Quantities = append(x.e.Quantities, Quantity{Param: x.p.Code, System: Clip(str(low, "system")), Code: Clip(code), Lo: lo, Hi: hi})
 	}
 }
 
@@ -516,4 +516,23 @@ func Normalize(s string) string {
 		b.WriteRune(unicode.ToLower(r))
 	}
 	return b.String()
+}
+
+// MaxIndexed is the most bytes of a value the index keeps: btree entries
+// are bounded (about 2.7 KB), and nobody searches on more. Longer values
+// are indexed by their first MaxIndexed bytes, and search values are cut
+// the same way, so a search on a longer value can also match a different
+// value that shares those first bytes, and :contains does not see past them.
+const MaxIndexed = 512
+
+// Clip cuts s to at most MaxIndexed bytes on a UTF-8 boundary.
+func Clip(s string) string {
+	if len(s) <= MaxIndexed {
+		return s
+	}
+	i := MaxIndexed
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i]
 }

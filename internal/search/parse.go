@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fhirgate/fhirgate/internal/fhir"
 )
@@ -322,6 +323,14 @@ func unescape(s string) string {
 
 func (p *Param) parseValue(key, raw string) (Value, error) {
 	v := Value{Raw: raw}
+	for i := 0; i < len(raw); i++ {
+		if c := raw[i]; c < 0x20 || c == 0x7f {
+			return v, invalid(key, "control characters are not allowed in search values")
+		}
+	}
+	if !utf8.ValidString(raw) {
+		return v, invalid(key, "the value is not valid UTF-8")
+	}
 	if p.Modifier == "missing" {
 		switch raw {
 		case "true":

@@ -133,44 +133,44 @@ func (p *Param) valueCond(args *[]any, v Value) string {
 	case TypeToken:
 		switch {
 		case v.AnySystem:
-			return "i.code = " + bind(args, v.Code)
+			return "i.code = " + bind(args, Clip(v.Code))
 		case v.AnyCode:
-			return "i.system = " + bind(args, v.System)
+			return "i.system = " + bind(args, Clip(v.System))
 		default:
-			return "(i.code = " + bind(args, v.Code) + " AND i.system = " + bind(args, v.System) + ")"
+			return "(i.code = " + bind(args, Clip(v.Code)) + " AND i.system = " + bind(args, Clip(v.System)) + ")"
 		}
 	case TypeString:
 		switch p.Modifier {
 		case "exact":
-			return "i.exact = " + bind(args, v.Code)
+			return "i.exact = " + bind(args, Clip(v.Code))
 		case "contains":
-			return "i.norm LIKE " + bind(args, "%"+escapeLike(Normalize(v.Code))+"%")
+			return "i.norm LIKE " + bind(args, "%"+escapeLike(Clip(Normalize(v.Code)))+"%")
 		}
-		return prefixCond(args, "i.norm", Normalize(v.Code))
+		return prefixCond(args, "i.norm", Clip(Normalize(v.Code)))
 	case TypeURI:
 		switch p.Modifier {
 		case "below":
-			return prefixCond(args, "i.uri", v.Code)
+			return prefixCond(args, "i.uri", Clip(v.Code))
 		case "above":
 			return "starts_with(" + bind(args, v.Code) + ", i.uri)"
 		}
-		return "i.uri = " + bind(args, v.Code)
+		return "i.uri = " + bind(args, Clip(v.Code))
 	case TypeDate:
 		return dateCond(args, v, "i.lo", "i.hi")
 	case TypeReference:
 		if v.TargetType == "" {
-			return "i.target_id = " + bind(args, v.TargetID)
+			return "i.target_id = " + bind(args, Clip(v.TargetID))
 		}
-		return "(i.target_id = " + bind(args, v.TargetID) + " AND i.target_type = " + bind(args, v.TargetType) + ")"
+		return "(i.target_id = " + bind(args, Clip(v.TargetID)) + " AND i.target_type = " + bind(args, v.TargetType) + ")"
 	case TypeNumber:
 		return numberCond(args, v)
 	case TypeQuantity:
 		c := numberCond(args, v)
 		if v.System != "" {
-			c += " AND i.system = " + bind(args, v.System)
+			c += " AND i.system = " + bind(args, Clip(v.System))
 		}
 		if v.Code != "" {
-			c += " AND i.code = " + bind(args, v.Code)
+			c += " AND i.code = " + bind(args, Clip(v.Code))
 		}
 		return "(" + c + ")"
 	}

@@ -137,7 +137,7 @@ func (t *Tx) Lock(ctx context.Context, name string) error {
 	if err := t.Flush(ctx); err != nil {
 		return err
 	}
-	_, err := t.tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, t.tenant+"\x00"+name)
+	_, err := t.tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended($1, 0))`, t.tenant+"/"+name)
 	return classify("store: lock", err)
 }
 

@@ -441,6 +441,9 @@ func primitive(typ string, val any) string {
 	}
 	switch typ {
 	case "string", "markdown":
+		if !validChars(s) {
+			return "invalid " + typ + ": control characters other than tab, CR and LF are not allowed"
+		}
 		return ""
 	case "code":
 		if !validCode(s) {
@@ -488,4 +491,15 @@ func primitive(typ string, val any) string {
 		}
 	}
 	return ""
+}
+
+// validChars reports whether s holds no control characters but tab, CR
+// and LF (FHIR strings are Unicode without the C0 controls).
+func validChars(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 && c != '\t' && c != '\r' && c != '\n' {
+			return false
+		}
+	}
+	return true
 }

@@ -9,8 +9,8 @@ func TestNewPoolIsMigratedAndPrivate(t *testing.T) {
 	t.Parallel()
 	a, b := NewPool(t), NewPool(t)
 	ctx := context.Background()
-	if _, err := a.Exec(ctx, `INSERT INTO resources (tenant, type, id, version, seq, last_updated, method, body)
-		VALUES ('t', 'Patient', 'x', 1, 1, now(), 'PUT', '{}')`); err != nil {
+	if _, err := a.Exec(ctx, `INSERT INTO resources (rid, tenant, type, id, version, seq, last_updated, method, body)
+		VALUES (1, 't', 'Patient', 'x', 1, 1, now(), 'PUT', '{}')`); err != nil {
 		t.Fatalf("insert into migrated schema: %v", err)
 	}
 	var n int
