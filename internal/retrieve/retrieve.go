@@ -99,7 +99,10 @@ func (s *Service) Search(ctx context.Context, tenant, typ string, params url.Val
 	if err != nil {
 		return nil, err
 	}
-	total := q.Total != "none"
+	// Counting costs a second query as expensive as the search itself, so
+	// it runs only when asked for (_total=accurate); a search that fits on
+	// its first page gets its total for free.
+	total := q.Total == "accurate"
 	page, err := s.store.Search(ctx, tenant, store.SearchOptions{
 		Type: typ, Where: q.Condition, Sort: q.SortSQL, Count: q.Count, After: after, Total: total,
 	})
@@ -107,6 +110,9 @@ func (s *Service) Search(ctx context.Context, tenant, typ string, params url.Val
 		return nil, err
 	}
 	res := &SearchResult{Query: q, Matches: s.release(page.Versions), Total: page.Total, Self: q.Canonical()}
+	if res.Total < 0 && q.Total == "" && after == nil && page.Next == nil && q.Count > 0 {
+		res.Total = int64(len(res.Matches))
+	}
 	if page.Next != nil {
 		c, err := search.Cursor(page.Next)
 		if err != nil {

@@ -17,7 +17,7 @@ type Query struct {
 	Params      []Param // conditions, ANDed
 	Count       int     // page size: default 20, at most 1000
 	Sort        []SortKey
-	Total       string // "accurate" (default, also for "estimate") or "none"
+	Total       string // "accurate" (also for "estimate"), "none", or "" (not asked: counted only when free)
 	Includes    []Include
 	RevIncludes []Include
 	Elements    []string // _elements, recorded for the caller
@@ -86,7 +86,7 @@ func Parse(resourceType string, values url.Values, strict bool) (*Query, error) 
 	if !IsResourceType(resourceType) {
 		return nil, fhir.Errorf(fhir.KindInvalid, "", "unknown resource type %q", resourceType)
 	}
-	q := &Query{Type: resourceType, Count: DefaultCount, Total: "accurate"}
+	q := &Query{Type: resourceType, Count: DefaultCount}
 	keys := make([]string, 0, len(values))
 	for k := range values {
 		keys = append(keys, k)
@@ -454,7 +454,7 @@ func (q *Query) Canonical() url.Values {
 		out.Set("_sort", strings.Join(keys, ","))
 	}
 	out.Set("_count", strconv.Itoa(q.Count))
-	if q.Total != "accurate" {
+	if q.Total != "" {
 		out.Set("_total", q.Total)
 	}
 	for _, list := range []struct {

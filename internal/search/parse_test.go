@@ -67,7 +67,7 @@ func TestParse(t *testing.T) {
 		"code": {"http://loinc.org|29463-7,8480-6"}, "date": {"ge2020-01", "lt2021"}, "subject": {"Patient/p1"},
 		"patient": {"p2"}, "value-quantity": {"gt5.4|http://unitsofmeasure.org|mg"}, "_count": {"1000"},
 		"_sort": {"-date,_id"}, "_include": {"Observation:subject:Patient"}, "_revinclude": {"Provenance:target"},
-		"_elements": {"id,code"},
+		"_elements": {"id,code"}, "_total": {"accurate"},
 	}
 	if diff := cmp.Diff(want, q.Canonical()); diff != "" {
 		t.Errorf("Canonical (-want +got):\n%s", diff)
