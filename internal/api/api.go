@@ -69,6 +69,7 @@ type Server struct {
 	ready  Readiness
 	log    *slog.Logger
 	caps   []byte // the CapabilityStatement, rendered once
+	hl7    HL7Intake
 }
 
 // New builds the API.
@@ -94,6 +95,7 @@ func (s *Server) Handler() http.Handler {
 		}
 		c.String(http.StatusOK, "ready\n")
 	})
+	e.POST("/hl7v2", s.postHL7)
 	fhirGroup := e.Group("/fhir", s.negotiate)
 	fhirGroup.Any("", s.route)
 	fhirGroup.Any("/*path", s.route)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -74,6 +75,10 @@ type Write struct {
 	New bool
 	// IfMatch, when non-zero, is the version the client expects to replace.
 	IfMatch int64
+	// SkipUnchanged writes nothing when the resource equals its current
+	// version apart from meta.versionId and meta.lastUpdated, and returns
+	// the current version: re-sent messages create no new versions.
+	SkipUnchanged bool
 }
 
 // Put stores a new version of w.Resource, setting its meta.versionId and
@@ -92,6 +97,12 @@ func (t *Tx) Put(ctx context.Context, w Write) (Version, error) {
 		}
 		if ok {
 			rid, version = curRid, cur.Version+1
+			if w.SkipUnchanged && !cur.Deleted && w.IfMatch == 0 {
+				r.SetMeta(strconv.FormatInt(cur.Version, 10), cur.LastUpdated)
+				if bytes.Equal(r.Bytes(), cur.Body) {
+					return cur, nil
+				}
+			}
 		}
 		if w.IfMatch != 0 && (!ok || cur.Version != w.IfMatch) {
 			return Version{}, fhir.Errorf(fhir.KindPreconditionFailed, "",

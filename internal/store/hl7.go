@@ -1,0 +1,100 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// HL7Record is one accepted HL7 v2 message, archived with its ACK.
+type HL7Record struct {
+	Sender, ControlID string
+	ReceivedAt        time.Time
+	MessageType       string
+	MappingVersion    string
+	Resources         int
+	ProvenanceID      string
+	ACK               []byte
+	Raw               []byte // PHI
+}
+
+// HL7Ack returns the ACK sent for an accepted message, ok=false when the
+// sender has sent no accepted message with that control id.
+func (s *Store) HL7Ack(ctx context.Context, tenant, sender, controlID string) (ack []byte, ok bool, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT ack FROM hl7_messages WHERE tenant = $1 AND sender = $2 AND control_id = $3`,
+		tenant, sender, controlID).Scan(&ack)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, classify("store: hl7 ack", err)
+	}
+	return ack, true, nil
+}
+
+// RecordHL7 archives an accepted message in the Tx that stores what it
+// produced, so the ACK is durable exactly when the resources are. A
+// concurrent duplicate loses with ErrRetry, and its retry finds this ACK.
+func (t *Tx) RecordHL7(ctx context.Context, r HL7Record) error {
+	if err := t.Flush(ctx); err != nil {
+		return err
+	}
+	_, err := t.tx.Exec(ctx, `INSERT INTO hl7_messages (tenant, sender, control_id, received_at, message_type,
+			mapping_version, resources, provenance_id, ack, raw)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
+		t.tenant, r.Sender, r.ControlID, r.ReceivedAt, r.MessageType, r.MappingVersion, r.Resources, r.ProvenanceID, r.ACK, r.Raw)
+	return classify("store: record hl7", err)
+}
+
+// DeadLetter is a rejected HL7 v2 message.
+type DeadLetter struct {
+	ID                int64
+	Sender, ControlID string
+	ReceivedAt        time.Time
+	AckCode           string
+	Reason            string // locations and rules, never values
+	Raw               []byte // PHI
+	Attempts          int
+}
+
+// AddDeadLetter stores a rejected message durably.
+func (s *Store) AddDeadLetter(ctx context.Context, tenant string, d DeadLetter) (int64, error) {
+	var id int64
+	err := s.pool.QueryRow(ctx, `INSERT INTO hl7_dead_letters (tenant, sender, control_id, received_at, ack_code, reason, raw)
+		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+		tenant, d.Sender, d.ControlID, d.ReceivedAt, d.AckCode, d.Reason, d.Raw).Scan(&id)
+	return id, classify("store: dead letter", err)
+}
+
+// PendingDeadLetters lists dead letters not yet replayed successfully, oldest
+// first, after id afterID.
+func (s *Store) PendingDeadLetters(ctx context.Context, tenant string, afterID int64, limit int) ([]DeadLetter, error) {
+	rows, err := s.pool.Query(ctx, `SELECT id, sender, control_id, received_at, ack_code, reason, raw, attempts
+		FROM hl7_dead_letters WHERE tenant = $1 AND replayed_at IS NULL AND id > $2 ORDER BY id LIMIT $3`,
+		tenant, afterID, limit)
+	if err != nil {
+		return nil, classify("store: dead letters", err)
+	}
+	ds, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (DeadLetter, error) {
+		var d DeadLetter
+		err := row.Scan(&d.ID, &d.Sender, &d.ControlID, &d.ReceivedAt, &d.AckCode, &d.Reason, &d.Raw, &d.Attempts)
+		return d, err
+	})
+	return ds, classify("store: dead letters", err)
+}
+
+// ResolveDeadLetter records a replay: accepted marks it replayed; otherwise
+// the attempt is counted and the new reason kept.
+func (s *Store) ResolveDeadLetter(ctx context.Context, tenant string, id int64, accepted bool, reason string) error {
+	var err error
+	if accepted {
+		_, err = s.pool.Exec(ctx, `UPDATE hl7_dead_letters SET replayed_at = now(), attempts = attempts + 1
+			WHERE tenant = $1 AND id = $2`, tenant, id)
+	} else {
+		_, err = s.pool.Exec(ctx, `UPDATE hl7_dead_letters SET attempts = attempts + 1, reason = $3
+			WHERE tenant = $1 AND id = $2`, tenant, id, reason)
+	}
+	return classify("store: resolve dead letter", err)
+}
