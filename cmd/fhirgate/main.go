@@ -1,8 +1,10 @@
 // Command fhirgate is the FHIR R4 ingestion and normalization gateway.
 //
-//	fhirgate serve     run the gateway (the no-configuration dev default)
-//	fhirgate migrate   apply database migrations and exit
-//	fhirgate bench     load-test a running gateway
+//	fhirgate serve          run the gateway (the no-configuration dev default)
+//	fhirgate migrate        apply database migrations and exit
+//	fhirgate convert        map HL7 v2 messages to FHIR without storing; score the mappings
+//	fhirgate ingest replay  re-run HL7 v2 dead letters after a mapping fix
+//	fhirgate bench          load-test a running gateway
 package main
 
 import (
@@ -52,6 +54,9 @@ const usage = `usage: fhirgate <command> [flags]
 commands:
   serve     run the gateway (no configuration needed in development)
   migrate   apply database migrations and exit
+  convert   hl7v2 FILE...: print the FHIR Bundle HL7 v2 messages map to (nothing is stored)
+            score: score the mappings against the reference corpus
+  ingest    replay: re-run HL7 v2 dead letters after a mapping fix
   bench     load-test a running gateway (fhirgate bench -h)
 `
 
@@ -70,6 +75,10 @@ func realMain(ctx context.Context, args []string, logger *slog.Logger) error {
 		return migrateCmd(ctx, args[1:], logger)
 	case "bench":
 		return benchCmd(ctx, args[1:])
+	case "convert":
+		return convertCmd(ctx, args[1:])
+	case "ingest":
+		return ingestCmd(ctx, args[1:], logger)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return nil

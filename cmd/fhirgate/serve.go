@@ -14,6 +14,7 @@ import (
 	"github.com/fhirgate/fhirgate/internal/api"
 	"github.com/fhirgate/fhirgate/internal/database"
 	"github.com/fhirgate/fhirgate/internal/ingest"
+	"github.com/fhirgate/fhirgate/internal/mapping"
 	"github.com/fhirgate/fhirgate/internal/retrieve"
 	"github.com/fhirgate/fhirgate/internal/store"
 	"github.com/fhirgate/fhirgate/internal/validate"
@@ -81,6 +82,14 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	hc, err := hl7ConfigFromEnv()
+	if err != nil {
+		return err
+	}
+	engine, err := mapping.Load(hc.Mappings)
+	if err != nil {
+		return fmt.Errorf("FHIRGATE_MAPPINGS=%s: %w", hc.Mappings, err)
+	}
 	if dbc.URL == "" {
 		// The no-configuration dev default: a local server, or a private one.
 		url, stop, err := database.DevURL(ctx, sc.DataDir+"/pg", logger)
@@ -112,7 +121,18 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 		startDebug(sc.DebugAddr, logger)
 	}
 	st := store.New(pool)
-	srv := api.New(ac, ingest.New(st, validate.Resource), retrieve.New(st), pool.Ping, logger)
+	writer := ingest.New(st, validate.Resource)
+	intake := ingest.NewHL7(writer, st, engine, logger)
+	reloadMappingsOnHUP(ctx, hc.Mappings, intake, logger)
+	logger.Info("hl7v2 mappings loaded", "dir", hc.Mappings, "version", engine.Version())
+	if hc.MLLPAddr != "off" {
+		stop, err := startMLLP(ctx, hc, ac.Tenant, intake, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	srv := api.New(ac, writer, retrieve.New(st), pool.Ping, logger).WithHL7(intake)
 	return listenAndServe(ctx, sc, srv.Handler(), logger)
 }
 

@@ -2,10 +2,12 @@
 // bundles against a running gateway (ingest), then reads and searches what
 // it created, verifies that every resource sent is stored and readable, and
 // can compare the ingest rate with a raw PostgreSQL COPY of the same
-// resources.
+// resources. Its mllp phase sends HL7 v2 messages to the gateway's MLLP
+// listener and measures the ACK rate and latency.
 //
-// It only ever sends requests to the one FHIR base URL it is given (a
-// loopback address unless explicitly allowed otherwise), never follows
+// It only ever sends requests to the one FHIR base URL and the one MLLP
+// address it is given (loopback addresses unless explicitly allowed
+// otherwise), never follows
 // redirects or uses proxies, and every phase is bounded in count or time so
 // a run always stops by itself. It never prints resource content: the
 // corpus is synthetic, but the reports name only types, counts and timings.
@@ -76,6 +78,12 @@ type PhaseReport struct {
 	TypesChecked, TypesMatched int
 	// Rate is Resources (or Requests) per second.
 	Rate float64
+	// AckCodes counts HL7 ACKs by MSA-1 (mllp).
+	AckCodes map[string]uint64
+	// Connections is the number of concurrent connections (mllp).
+	Connections int
+	// Note says why a phase stopped early.
+	Note string
 }
 
 func (p *PhaseReport) errorCount() uint64 {
@@ -110,6 +118,22 @@ func Run(ctx context.Context, cfg Config, out, progress io.Writer) (*Report, err
 		}
 		fmt.Fprintf(progress, "bench: loaded %d bundles, %d resources from %s in %.1fs\n", len(corpus), n, cfg.Corpus, time.Since(t0).Seconds())
 	}
+	var hl7 []*hl7Template
+	if cfg.Has(PhaseMLLP) {
+		var err error
+		if hl7, err = loadHL7Corpus(cfg.MLLPCorpus, cfg.MLLPTypes); err != nil {
+			return nil, err
+		}
+		byType := map[string]uint64{}
+		for _, t := range hl7 {
+			byType[t.typ]++
+		}
+		var parts []string
+		for _, t := range sortedKeys(byType) {
+			parts = append(parts, fmt.Sprintf("%s %d", t, byType[t]))
+		}
+		fmt.Fprintf(progress, "bench: loaded %d HL7 v2 messages from %s (%s)\n", len(hl7), cfg.MLLPCorpus, strings.Join(parts, ", "))
+	}
 	if cfg.Has(PhaseIngest) || cfg.Has(PhaseRead) || cfg.Has(PhaseSearch) || cfg.Has(PhaseVerify) {
 		if err := r.checkGateway(ctx); err != nil {
 			return nil, err
@@ -139,6 +163,7 @@ func Run(ctx context.Context, cfg Config, out, progress io.Writer) (*Report, err
 	run(PhaseSearch, func() *PhaseReport { return r.search(ctx) })
 	run(PhaseVerify, func() *PhaseReport { return r.verify(ctx, before) })
 	run(PhaseCopyBaseline, func() *PhaseReport { return r.copyBaseline(ctx, plan) })
+	run(PhaseMLLP, func() *PhaseReport { return r.mllpPhase(ctx, hl7) })
 
 	if ing, cp := rep.Phase(PhaseIngest), rep.Phase(PhaseCopyBaseline); ing != nil && cp != nil && cp.Rate > 0 {
 		fmt.Fprintf(out, "ingest / COPY: %.3f (gateway ingest at %.0f resources/s, raw COPY at %.0f rows/s)\n", ing.Rate/cp.Rate, ing.Rate, cp.Rate)
@@ -700,6 +725,8 @@ func writeSummary(w io.Writer, p *PhaseReport) {
 		fmt.Fprintf(w, "vacuum: VACUUM (ANALYZE) of the gateway's database in %.1fs\n", p.Elapsed.Seconds())
 	case PhaseCopyBaseline:
 		fmt.Fprintf(w, "copy-baseline: %d rows COPYed into bench_copy(jsonb) in %.1fs: %.0f rows/s\n", p.Resources, p.Elapsed.Seconds(), p.Rate)
+	case PhaseMLLP:
+		writeMLLPSummary(w, p)
 	default:
 		fmt.Fprintf(w, "%s: %d requests in %.1fs: %.0f requests/s\n", p.Name, p.Requests, p.Elapsed.Seconds(), p.Rate)
 		fmt.Fprintf(w, "  latency: %s\n", latencyLine(p.Latency))

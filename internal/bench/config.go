@@ -18,9 +18,10 @@ const (
 	PhaseSearch       = "search"
 	PhaseVerify       = "verify"
 	PhaseCopyBaseline = "copy-baseline"
+	PhaseMLLP         = "mllp"
 )
 
-var allPhases = []string{PhaseIngest, PhaseVacuum, PhaseRead, PhaseSearch, PhaseVerify, PhaseCopyBaseline}
+var allPhases = []string{PhaseIngest, PhaseVacuum, PhaseRead, PhaseSearch, PhaseVerify, PhaseCopyBaseline, PhaseMLLP}
 
 // DefaultPhases are the phases run when none are named.
 var DefaultPhases = []string{PhaseIngest, PhaseRead, PhaseSearch, PhaseVerify}
@@ -42,9 +43,9 @@ type Config struct {
 	// Resources is the ingest target when Rounds is 0.
 	Resources int
 	// Concurrency overrides the per-phase default number of workers (4 for
-	// ingest and copy-baseline, 16 for read and search) when > 0.
+	// ingest and copy-baseline, 16 for read, search and mllp) when > 0.
 	Concurrency int
-	// Duration bounds the read and search phases.
+	// Duration bounds the read, search and mllp phases.
 	Duration time.Duration
 	// Sample is how many created resources verify reads back.
 	Sample int
@@ -52,6 +53,17 @@ type Config struct {
 	RequestTimeout time.Duration
 	// DatabaseURL is the PostgreSQL the copy-baseline phase writes to.
 	DatabaseURL string `json:"-"`
+	// MLLPAddr is the gateway's MLLP listener (host:port) for the mllp
+	// phase.
+	MLLPAddr string
+	// MLLPCorpus is the directory of *.hl7 messages the mllp phase sends.
+	MLLPCorpus string
+	// MLLPMessages is how many messages the mllp phase sends (cycling
+	// through the corpus, each with a fresh MSH-10).
+	MLLPMessages int
+	// MLLPTypes are the message types (MSH-9.1^MSH-9.2) taken from the
+	// corpus; "*" takes all.
+	MLLPTypes []string
 }
 
 // DefaultConfig returns the defaults the fhirgate bench command starts from.
@@ -64,6 +76,10 @@ func DefaultConfig() Config {
 		Duration:       30 * time.Second,
 		Sample:         1000,
 		RequestTimeout: 2 * time.Minute,
+		MLLPAddr:       "127.0.0.1:2575",
+		MLLPCorpus:     "../shared/corpus/hl7v2/messages",
+		MLLPMessages:   50000,
+		MLLPTypes:      slices.Clone(DefaultMLLPTypes),
 	}
 }
 
@@ -126,7 +142,10 @@ func (c *Config) Validate() error {
 	if c.Concurrency < 0 || c.Concurrency > 1024 {
 		errs = append(errs, errors.New("-c: must be between 0 (phase default) and 1024"))
 	}
-	if (c.Has(PhaseRead) || c.Has(PhaseSearch)) && (c.Duration <= 0 || c.Duration > time.Hour) {
+	if c.Has(PhaseMLLP) {
+		errs = append(errs, c.validateMLLP()...)
+	}
+	if (c.Has(PhaseRead) || c.Has(PhaseSearch) || c.Has(PhaseMLLP)) && (c.Duration <= 0 || c.Duration > time.Hour) {
 		errs = append(errs, errors.New("-duration: must be > 0 and at most 1h"))
 	}
 	if c.Has(PhaseVerify) && c.Sample < 0 {
@@ -145,7 +164,7 @@ func (c *Config) workers(phase string) int {
 	if c.Concurrency > 0 {
 		return c.Concurrency
 	}
-	if phase == PhaseRead || phase == PhaseSearch {
+	if phase == PhaseRead || phase == PhaseSearch || phase == PhaseMLLP {
 		return 16
 	}
 	return 4
@@ -157,4 +176,32 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+func (c *Config) validateMLLP() []error {
+	var errs []error
+	host, port, err := net.SplitHostPort(c.MLLPAddr)
+	switch {
+	case err != nil:
+		errs = append(errs, fmt.Errorf("-mllp-addr: %w", err))
+	case port == "":
+		errs = append(errs, errors.New("-mllp-addr: no port"))
+	case !c.AllowRemote && !isLoopback(host):
+		errs = append(errs, fmt.Errorf("-mllp-addr: host %q is not a loopback address; a load generator only targets a remote gateway with -allow-remote", host))
+	}
+	if c.MLLPCorpus == "" {
+		errs = append(errs, errors.New("-mllp-corpus: empty"))
+	}
+	if c.MLLPMessages <= 0 {
+		errs = append(errs, errors.New("-mllp-messages: must be > 0"))
+	}
+	if len(c.MLLPTypes) == 0 {
+		errs = append(errs, errors.New("-mllp-types: no message type"))
+	}
+	for _, t := range c.MLLPTypes {
+		if t != "*" && (strings.Count(t, "^") != 1 || strings.HasPrefix(t, "^") || strings.HasSuffix(t, "^")) {
+			errs = append(errs, fmt.Errorf("-mllp-types: %q is not CODE^EVENT (e.g. ADT^A01) or *", t))
+		}
+	}
+	return errs
 }

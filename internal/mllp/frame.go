@@ -88,6 +88,9 @@ type Reader struct {
 	// afterEnd is set after an end block until the byte after it has been
 	// looked at (it should be the CR).
 	afterEnd bool
+	// framing is set when Next failed after a start block, before the
+	// frame's end.
+	framing bool
 	// OnStart, when set, is called each time a start block is seen (the
 	// server uses it to switch from the idle to the per-frame timeout).
 	OnStart func()
@@ -111,11 +114,18 @@ func (r *Reader) Stats() Stats { return r.stats }
 // *OversizeError for a frame over the limit (reading may go on);
 // ErrUnterminated (reading must stop); or the underlying read error.
 func (r *Reader) Next() ([]byte, error) {
+	r.framing = false
 	if err := r.skipToStart(); err != nil {
 		return nil, err
 	}
-	return r.readFrame()
+	frame, err := r.readFrame()
+	var oversize *OversizeError
+	r.framing = err != nil && !errors.As(err, &oversize)
+	return frame, err
 }
+
+// inFrame reports whether the last Next call was interrupted inside a frame.
+func (r *Reader) inFrame() bool { return r.framing }
 
 // skipToStart consumes bytes up to and including the next start block.
 func (r *Reader) skipToStart() error {

@@ -1,0 +1,347 @@
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/fhirgate/fhirgate/internal/fhir"
+	"github.com/fhirgate/fhirgate/internal/hl7v2"
+	"github.com/fhirgate/fhirgate/internal/mapping"
+	"github.com/fhirgate/fhirgate/internal/search"
+	"github.com/fhirgate/fhirgate/internal/store"
+)
+
+// HL7Store is what HL7 v2 intake needs beyond the write transaction.
+type HL7Store interface {
+	HL7Ack(ctx context.Context, tenant, sender, controlID string) ([]byte, bool, error)
+	AddDeadLetter(ctx context.Context, tenant string, d store.DeadLetter) (int64, error)
+}
+
+// Mapper turns a parsed HL7 v2 message into FHIR resources.
+type Mapper interface {
+	Map(m *hl7v2.Message, tenant string) (*mapping.Output, error)
+	Version() string
+}
+
+// HL7 is HL7 v2 intake: parse, de-duplicate, map, validate, store with
+// Provenance, archive, ACK. The ACK it returns is positive only after the
+// message and everything it produced are committed in one transaction;
+// a rejected message is stored as a dead letter before its NAK is sent.
+type HL7 struct {
+	svc    *Service
+	store  HL7Store
+	mapper atomic.Pointer[Mapper]
+	log    *slog.Logger
+	now    func() time.Time
+}
+
+// NewHL7 returns HL7 v2 intake over the write path.
+func NewHL7(svc *Service, st HL7Store, m Mapper, log *slog.Logger) *HL7 {
+	h := &HL7{svc: svc, store: st, log: log, now: time.Now}
+	h.SetMapper(m)
+	return h
+}
+
+// SetMapper swaps the mappings (a reload); messages in flight finish with
+// the mappings they started with.
+func (h *HL7) SetMapper(m Mapper) { h.mapper.Store(&m) }
+
+// ackMode is how MSH-15 asks to be acknowledged.
+type ackMode struct {
+	enhanced bool
+	accept   string // AL, NE, ER, SU (enhanced mode only)
+}
+
+func modeOf(m *hl7v2.Message) ackMode {
+	v := strings.ToUpper(strings.TrimSpace(m.Get("MSH-15")))
+	if v == "" {
+		return ackMode{}
+	}
+	return ackMode{enhanced: true, accept: v}
+}
+
+// code maps an original-mode code (AA, AE, AR) to the mode's code.
+func (a ackMode) code(original string) string {
+	if !a.enhanced {
+		return original
+	}
+	return "C" + original[1:]
+}
+
+// send reports whether the mode wants an ACK with this code at all.
+func (a ackMode) send(original string) bool {
+	if !a.enhanced {
+		return true
+	}
+	switch a.accept {
+	case "NE":
+		return false
+	case "ER":
+		return original != "AA"
+	case "SU":
+		return original == "AA"
+	}
+	return true
+}
+
+// Handle processes one message and returns the ACK to send (nil when the
+// sender asked for none, MSH-15 NE/ER/SU). A rejected message is stored as
+// a dead letter before its NAK is returned. It never panics on input.
+func (h *HL7) Handle(ctx context.Context, tenant string, raw []byte) []byte {
+	now := h.now().UTC()
+	r := h.process(ctx, tenant, raw, now)
+	if r.code == "AE" || r.code == "AR" {
+		h.deadLetter(ctx, tenant, r.sender, r.controlID, r.code, r.reason, raw, now)
+	}
+	return r.ack
+}
+
+// result is what processing one message came to.
+type result struct {
+	ack               []byte
+	code              string // AA, AE, AR; "" for a transient failure (retry)
+	sender, controlID string
+	reason            string // for dead letters: locations and rules only
+}
+
+func (h *HL7) process(ctx context.Context, tenant string, raw []byte, now time.Time) result {
+	ackID := NewID()
+	msg, err := hl7v2.Parse(raw)
+	if err != nil {
+		var pe *hl7v2.ParseError
+		errors.As(err, &pe)
+		reason := "unparseable message"
+		if pe != nil {
+			reason = fmt.Sprintf("unparseable message: segment %s #%d field %d at byte %d: %s", pe.Segment, pe.SegmentIndex, pe.Field, pe.Offset, pe.Reason)
+		}
+		return result{ack: hl7v2.NAKForUnparseable(raw, pe, ackID, now), code: "AR", reason: reason}
+	}
+	mode := modeOf(msg)
+	reply := func(original string, errs []hl7v2.AckError) []byte {
+		if !mode.send(original) {
+			return nil
+		}
+		return hl7v2.BuildACK(msg, mode.code(original), errs, ackID, now)
+	}
+	app, fac := msg.Sender()
+	sender := app + "^" + fac
+	cid := msg.ControlID()
+	if cid == "" {
+		errs := []hl7v2.AckError{{Segment: "MSH", SegmentIndex: 1, Field: 10, Code: "101", Severity: "E", Text: "MSH-10 message control id is required"}}
+		return result{ack: reply("AR", errs), code: "AR", sender: sender, reason: describe(errs)}
+	}
+	if ack, ok, err := h.store.HL7Ack(ctx, tenant, sender, cid); err != nil {
+		return h.transient(msg, mode, ackID, now, err)
+	} else if ok {
+		return result{ack: ack, code: "AA", sender: sender, controlID: cid} // a retry after a lost ACK: same answer, nothing new
+	}
+
+	mapper := *h.mapper.Load()
+	out, err := mapper.Map(msg, tenant)
+	if err != nil {
+		code, errs := "AE", []hl7v2.AckError{{Segment: "MSH", SegmentIndex: 1, Field: 9, Code: "207", Severity: "E", Text: "the message could not be mapped"}}
+		var me *mapping.MapError
+		if errors.As(err, &me) {
+			if me.Reject {
+				code = "AR"
+			}
+			if len(me.Errs) > 0 {
+				errs = me.Errs
+			}
+		}
+		return result{ack: reply(code, errs), code: code, sender: sender, controlID: cid, reason: describe(errs)}
+	}
+
+	entries := make([]search.Entries, len(out.Resources))
+	for i, r := range out.Resources {
+		if h.svc.validate != nil {
+			if err := h.svc.validate(r); err != nil {
+				errs := validationErrs(r, err)
+				return result{ack: reply("AE", errs), code: "AE", sender: sender, controlID: cid, reason: describe(errs)}
+			}
+		}
+		entries[i] = search.Extract(r.Type, r.Content)
+	}
+
+	mtype := msg.Get("MSH-9.1") + "^" + msg.Get("MSH-9.2")
+	if s := msg.Get("MSH-9.3"); s != "" {
+		mtype += "^" + s
+	}
+	ack := reply("AA", out.Warnings)
+	provID := mapping.StableID(tenant, "Provenance", "hl7v2", sender, cid)
+	err = h.svc.inTx(ctx, tenant, func(tx *store.Tx) error {
+		targets := make([]string, 0, len(out.Resources))
+		for i, r := range out.Resources {
+			v, err := tx.Put(ctx, store.Write{Resource: r, Entries: entries[i], Method: "PUT", SkipUnchanged: true})
+			if err != nil {
+				return err
+			}
+			targets = append(targets, fmt.Sprintf("%s/%s/_history/%d", v.Type, v.ID, v.Version))
+		}
+		prov, err := provenance(provID, targets, sender, cid, mtype, out.Version, tx.Now())
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Put(ctx, store.Write{Resource: prov, Entries: search.Extract(prov.Type, prov.Content), Method: "PUT"}); err != nil {
+			return err
+		}
+		stored := ack
+		if stored == nil { // the sender asked for no ACK; duplicates still get one
+			stored = hl7v2.BuildACK(msg, mode.code("AA"), out.Warnings, ackID, now)
+		}
+		return tx.RecordHL7(ctx, store.HL7Record{Sender: sender, ControlID: cid, ReceivedAt: now, MessageType: mtype,
+			MappingVersion: out.Version, Resources: len(out.Resources), ProvenanceID: provID, ACK: stored, Raw: raw})
+	})
+	if err != nil {
+		// A concurrent copy of the same message may have won the race.
+		if prev, ok, lookupErr := h.store.HL7Ack(ctx, tenant, sender, cid); lookupErr == nil && ok {
+			return result{ack: prev, code: "AA", sender: sender, controlID: cid}
+		}
+		return h.transient(msg, mode, ackID, now, err)
+	}
+	h.log.Debug("hl7v2 accepted", "tenant", tenant, "type", mtype, "resources", len(out.Resources))
+	return result{ack: ack, code: "AA", sender: sender, controlID: cid}
+}
+
+// transient answers a failure that is not the message's fault (database
+// down): AE/CE with code 207, so the sender retries; no dead letter, the
+// message was not judged.
+func (h *HL7) transient(msg *hl7v2.Message, mode ackMode, ackID string, now time.Time, err error) result {
+	h.log.Error("hl7v2 intake failed", "kind", fhir.KindOf(err).Status(), "error_type", fmt.Sprintf("%T", err))
+	errs := []hl7v2.AckError{{Segment: "MSH", SegmentIndex: 1, Code: "207", Severity: "E", Text: "application internal error; retry later"}}
+	if !mode.send("AE") {
+		return result{}
+	}
+	return result{ack: hl7v2.BuildACK(msg, mode.code("AE"), errs, ackID, now)}
+}
+
+// ReplayStore is what Replay needs.
+type ReplayStore interface {
+	PendingDeadLetters(ctx context.Context, tenant string, afterID int64, limit int) ([]store.DeadLetter, error)
+	ResolveDeadLetter(ctx context.Context, tenant string, id int64, accepted bool, reason string) error
+}
+
+// Replay runs every pending dead letter through intake again (after a
+// mapping fix). An accepted one is marked replayed; one still rejected
+// keeps its place with the new reason. progress, when not nil, is called
+// after each message.
+func (h *HL7) Replay(ctx context.Context, tenant string, st ReplayStore, progress func(id int64, code string)) (accepted, rejected int, err error) {
+	var after int64
+	for {
+		batch, err := st.PendingDeadLetters(ctx, tenant, after, 100)
+		if err != nil {
+			return accepted, rejected, err
+		}
+		if len(batch) == 0 {
+			return accepted, rejected, nil
+		}
+		for _, d := range batch {
+			after = d.ID
+			r := h.process(ctx, tenant, d.Raw, h.now().UTC())
+			switch r.code {
+			case "AA":
+				accepted++
+			case "":
+				return accepted, rejected, fhir.Errorf(fhir.KindUnavailable, "", "replay stopped: the store is unavailable")
+			default:
+				rejected++
+			}
+			if err := st.ResolveDeadLetter(ctx, tenant, d.ID, r.code == "AA", r.reason); err != nil {
+				return accepted, rejected, err
+			}
+			if progress != nil {
+				progress(d.ID, r.code)
+			}
+		}
+	}
+}
+
+func (h *HL7) deadLetter(ctx context.Context, tenant, sender, cid, code, reason string, raw []byte, now time.Time) {
+	id, err := h.store.AddDeadLetter(ctx, tenant, store.DeadLetter{Sender: sender, ControlID: cid, ReceivedAt: now,
+		AckCode: code, Reason: reason, Raw: raw})
+	if err != nil {
+		h.log.Error("hl7v2 dead letter could not be stored", "tenant", tenant, "error_type", fmt.Sprintf("%T", err))
+		return
+	}
+	h.log.Info("hl7v2 rejected", "tenant", tenant, "dead_letter", id, "ack", code)
+}
+
+// describe renders ERR locations and rule texts (never values) for the
+// dead letter's reason.
+func describe(errs []hl7v2.AckError) string {
+	parts := make([]string, 0, len(errs))
+	for _, e := range errs {
+		loc := e.Segment
+		if e.Field > 0 {
+			loc += "-" + strconv.Itoa(e.Field)
+		}
+		parts = append(parts, fmt.Sprintf("%s %s: %s", loc, e.Code, e.Text))
+	}
+	return strings.Join(parts, "; ")
+}
+
+// validationErrs reports a mapped resource that failed validation: a
+// mapping defect, named by resource type and element path.
+func validationErrs(r *fhir.Resource, err error) []hl7v2.AckError {
+	var out []hl7v2.AckError
+	fe := fhir.AsError(err)
+	for _, is := range fe.Issues {
+		out = append(out, hl7v2.AckError{Segment: "MSH", SegmentIndex: 1, Code: "207", Severity: "E",
+			Text: fmt.Sprintf("mapped %s is invalid at %s: %s", r.Type, strings.Join(is.Expression, ","), is.Diagnostics)})
+	}
+	return out
+}
+
+// provenance records where a set of resources came from: the sender, the
+// message control id and type, and the mapping version.
+func provenance(id string, targets []string, sender, cid, mtype, version string, at time.Time) (*fhir.Resource, error) {
+	type ref struct {
+		Reference  string `json:"reference,omitempty"`
+		Display    string `json:"display,omitempty"`
+		Identifier *struct {
+			System string `json:"system"`
+			Value  string `json:"value"`
+		} `json:"identifier,omitempty"`
+	}
+	ident := func(system, value string) *struct {
+		System string `json:"system"`
+		Value  string `json:"value"`
+	} {
+		return &struct {
+			System string `json:"system"`
+			Value  string `json:"value"`
+		}{system, value}
+	}
+	tgt := make([]ref, len(targets))
+	for i, t := range targets {
+		tgt[i] = ref{Reference: t}
+	}
+	doc := map[string]any{
+		"resourceType": "Provenance",
+		"id":           id,
+		"target":       tgt,
+		"recorded":     fhir.FormatInstant(at),
+		"activity": map[string]any{"coding": []map[string]string{{
+			"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}}},
+		"agent": []map[string]any{
+			{"type": map[string]any{"coding": []map[string]string{{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}}},
+				"who": ref{Identifier: ident("urn:fhirgate:hl7v2:sender", sender)}},
+			{"type": map[string]any{"coding": []map[string]string{{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler"}}},
+				"who": ref{Display: "fhirgate HL7 v2 mapping " + version}},
+		},
+		"entity": []map[string]any{{"role": "source",
+			"what": ref{Identifier: ident("urn:fhirgate:hl7v2:control-id", sender+"|"+cid), Display: "HL7 v2 " + mtype}}},
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	return fhir.Parse(b)
+}

@@ -1,0 +1,700 @@
+package mapping
+
+import (
+	"bytes"
+	"encoding/json"
+	"sort"
+	"strconv"
+	"strings"
+
+	"github.com/fhirgate/fhirgate/internal/fhir"
+	"github.com/fhirgate/fhirgate/internal/hl7v2"
+)
+
+// Engine is a loaded, validated mapping set. It is immutable and safe for
+// concurrent use.
+type Engine struct {
+	version        string
+	messages       map[string]*messageMap // "ADT^A01" or structure "ADT_A01"
+	codes          map[string]bool        // message codes with at least one map
+	profiles       []*profile
+	defaultProfile *profile
+	systems        map[string]string
+	codemaps       map[string]*codeMap
+}
+
+// Version returns the mapping set's version string.
+func (e *Engine) Version() string { return e.version }
+
+// Output is what one message maps to.
+type Output struct {
+	// Resources have Type and ID set; references are "Type/id" to
+	// resources in the same Output (or stable ids of resources elsewhere).
+	Resources []*fhir.Resource
+	Profile   string           // source profile name used
+	Version   string           // mapping version
+	Warnings  []hl7v2.AckError // non-fatal problems, severity W
+}
+
+// MapError says why a message was not mapped. Reject means the message
+// type or trigger has no mapping (answer AR); otherwise the data was bad
+// (answer AE). Errs locate each problem by segment, field, repetition and
+// component; SegmentIndex is the 1-based occurrence of that segment name
+// in the message. No text ever quotes message content.
+type MapError struct {
+	Reject bool
+	Errs   []hl7v2.AckError
+}
+
+func (e *MapError) Error() string {
+	var b strings.Builder
+	if e.Reject {
+		b.WriteString("mapping: message rejected")
+	} else {
+		b.WriteString("mapping: message has errors")
+	}
+	for i, x := range e.Errs {
+		if i == 0 {
+			b.WriteString(": ")
+		} else {
+			b.WriteString("; ")
+		}
+		b.WriteString(locate(x))
+		b.WriteString(" ")
+		b.WriteString(x.Text)
+	}
+	return b.String()
+}
+
+func locate(x hl7v2.AckError) string {
+	s := x.Segment
+	if x.SegmentIndex > 1 {
+		s += "[" + strconv.Itoa(x.SegmentIndex) + "]"
+	}
+	if x.Field > 0 {
+		s += "-" + strconv.Itoa(x.Field)
+		if x.Rep > 1 {
+			s += "(" + strconv.Itoa(x.Rep) + ")"
+		}
+		if x.Comp > 0 {
+			s += "." + strconv.Itoa(x.Comp)
+		}
+	}
+	return s
+}
+
+func jsonNumber(s string) json.Number { return json.Number(s) }
+
+// mctx is the state of one Map call.
+type mctx struct {
+	e       *Engine
+	m       *hl7v2.Message
+	prof    *profile
+	tenant  string
+	sender  string
+	insts   [][]*instance // by producer index
+	sides   []*instance
+	sideIdx map[string]*instance
+	errs    []hl7v2.AckError
+	warns   []hl7v2.AckError
+	occ     []int // occurrence (1-based) of each segment by message index
+}
+
+type instance struct {
+	p       *producer
+	typ     string
+	seg     *hl7v2.Segment
+	id      string
+	content map[string]any
+}
+
+func (mc *mctx) profileFor(app, facility string) *profile {
+	for _, p := range mc.e.profiles {
+		for _, m := range p.match {
+			if (m.Application == "" || m.Application == app) && (m.Facility == "" || m.Facility == facility) && (m.Application != "" || m.Facility != "") {
+				return p
+			}
+		}
+	}
+	return mc.e.defaultProfile
+}
+
+// Map converts one message. tenant and the sender (MSH-3/MSH-4) scope
+// the stable ids. It returns *MapError for a message it cannot map.
+func (e *Engine) Map(m *hl7v2.Message, tenant string) (*Output, error) {
+	if m == nil || m.Segment("MSH") == nil {
+		return nil, &MapError{Reject: true, Errs: []hl7v2.AckError{{Segment: "MSH", SegmentIndex: 1, Code: "100", Severity: "E", Text: "no MSH segment"}}}
+	}
+	code, event, structure := m.MessageType()
+	mm := e.messages[code+"^"+event]
+	if mm == nil && structure != "" {
+		mm = e.messages[structure]
+	}
+	if mm == nil {
+		c, comp, text := "201", 2, "unsupported event code"
+		if !e.codes[code] {
+			c, comp, text = "200", 1, "unsupported message type"
+		}
+		return nil, &MapError{Reject: true, Errs: []hl7v2.AckError{{Segment: "MSH", SegmentIndex: 1, Field: 9, Rep: 1, Comp: comp, Code: c, Severity: "E", Text: text}}}
+	}
+	app, fac := m.Sender()
+	mc := &mctx{e: e, m: m, tenant: tenant, sender: app + "|" + fac, sideIdx: map[string]*instance{}}
+	mc.prof = mc.profileFor(app, fac)
+	mc.occ = make([]int, len(m.Segments))
+	seen := map[string]int{}
+	for i, s := range m.Segments {
+		seen[s.Name]++
+		mc.occ[i] = seen[s.Name]
+	}
+
+	// Phase 1: one instance per segment of each producer, fields filled.
+	mc.insts = make([][]*instance, len(mm.producers))
+	for i, p := range mm.producers {
+		segs := m.All(p.segment)
+		if len(segs) == 0 && p.required {
+			mc.errs = append(mc.errs, hl7v2.AckError{Segment: p.segment, Code: "100", Severity: "E", Text: "required segment missing"})
+		}
+		for _, s := range segs {
+			in := &instance{p: p, typ: p.smap.resource, seg: s, content: map[string]any{}}
+			if mc.fill(in) {
+				mc.insts[i] = append(mc.insts[i], in)
+			}
+		}
+	}
+	if len(mc.errs) > 0 {
+		return nil, &MapError{Errs: mc.errs}
+	}
+	// Phase 2: ids, in producer order (identity refs point backwards).
+	used := map[string]bool{}
+	for _, list := range mc.insts {
+		for _, in := range list {
+			in.id = mc.identity(in)
+			if used[in.typ+"/"+in.id] { // two segments with the same business key
+				in.id = mc.messageID(in)
+			}
+			used[in.typ+"/"+in.id] = true
+		}
+	}
+	// Phase 3: references.
+	for _, list := range mc.insts {
+		for _, in := range list {
+			for _, rr := range in.p.refs {
+				for _, t := range mc.resolve(in, rr.ref, rr.all) {
+					put(in.content, rr.to, "Reference", map[string]any{"reference": t.typ + "/" + t.id}, rr.set)
+				}
+			}
+		}
+	}
+	mc.zsegments()
+
+	out := &Output{Profile: mc.prof.name, Version: e.version, Warnings: mc.warns}
+	all := make([]*instance, 0, 8)
+	for _, list := range mc.insts {
+		all = append(all, list...)
+	}
+	all = append(all, mc.sides...)
+	done := map[string]bool{}
+	for _, in := range all {
+		key := in.typ + "/" + in.id
+		if done[key] {
+			continue
+		}
+		done[key] = true
+		r, err := render(in)
+		if err != nil {
+			return nil, &MapError{Errs: []hl7v2.AckError{{Segment: segName(in), SegmentIndex: mc.occOf(in.seg), Code: "207", Severity: "E", Text: "mapped " + in.typ + " is not valid JSON"}}}
+		}
+		out.Resources = append(out.Resources, r)
+	}
+	return out, nil
+}
+
+func segName(in *instance) string {
+	if in.seg == nil {
+		return ""
+	}
+	return in.seg.Name
+}
+
+func (mc *mctx) occOf(s *hl7v2.Segment) int {
+	if s == nil || s.Index < 0 || s.Index >= len(mc.occ) {
+		return 0
+	}
+	return mc.occ[s.Index]
+}
+
+// render builds the resource JSON (resourceType and id first) and parses
+// it. encoding/json output is compact, valid UTF-8 and free of duplicate
+// names, so the Compact checks of fhir.Parse are skipped.
+func render(in *instance) (*fhir.Resource, error) {
+	var buf bytes.Buffer
+	buf.Grow(512)
+	buf.WriteString(`{"resourceType":`)
+	tb, _ := json.Marshal(in.typ)
+	buf.Write(tb)
+	buf.WriteString(`,"id":`)
+	ib, _ := json.Marshal(in.id)
+	buf.Write(ib)
+	if len(in.content) > 0 {
+		var body bytes.Buffer
+		enc := json.NewEncoder(&body)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(in.content); err != nil {
+			return nil, err
+		}
+		b := bytes.TrimSpace(body.Bytes())
+		buf.WriteByte(',')
+		buf.Write(b[1:])
+	} else {
+		buf.WriteByte('}')
+	}
+	return fhir.ParseCompacted(buf.Bytes())
+}
+
+// side registers a resource made by a converter (Practitioner,
+// Organization, Location) and returns a reference to it.
+func (mc *mctx) side(typ, id string, content map[string]any) map[string]any {
+	key := typ + "/" + id
+	if _, ok := mc.sideIdx[key]; !ok {
+		in := &instance{typ: typ, id: id, content: content}
+		mc.sideIdx[key] = in
+		mc.sides = append(mc.sides, in)
+	}
+	return map[string]any{"reference": key}
+}
+
+func (mc *mctx) warn(c *cv, code, text string) {
+	mc.warns = append(mc.warns, mc.ackErr(c, code, "W", text))
+}
+
+func (mc *mctx) ackErr(c *cv, code, sev, text string) hl7v2.AckError {
+	x := hl7v2.AckError{Code: code, Severity: sev, Text: text}
+	if c != nil && c.seg != nil {
+		x.Segment, x.SegmentIndex = c.seg.Name, mc.occOf(c.seg)
+		if c.rule != nil && c.rule.hasFrom {
+			x.Field, x.Rep, x.Comp = c.rule.from.field, c.rule.from.rep, c.rule.from.comp
+		}
+	}
+	return x
+}
+
+// near returns the segment named name that a field of from refers to:
+// from itself, else the nearest one before it, else the first one after
+// it within its group (before the next segment named like from), so PID
+// reaches PD1 and RXA reaches RXR.
+func (mc *mctx) near(from *hl7v2.Segment, name string) *hl7v2.Segment {
+	if from.Name == name {
+		return from
+	}
+	for i := from.Index - 1; i >= 0; i-- {
+		if s := mc.m.Segments[i]; s.Name == name {
+			return s
+		}
+	}
+	for i := from.Index + 1; i < len(mc.m.Segments); i++ {
+		s := mc.m.Segments[i]
+		if s.Name == from.Name {
+			break
+		}
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// group returns the segments named name after from and before the next
+// segment with from's name: the segment group that from opens.
+func (mc *mctx) group(from *hl7v2.Segment, name string) []*hl7v2.Segment {
+	var out []*hl7v2.Segment
+	for i := from.Index + 1; i < len(mc.m.Segments); i++ {
+		s := mc.m.Segments[i]
+		if s.Name == from.Name {
+			break
+		}
+		if s.Name == name {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// values returns the repetitions the path designates in s, components
+// promoted to repetitions.
+func values(s *hl7v2.Segment, p segPath) []*hl7v2.Rep {
+	if s == nil {
+		return nil
+	}
+	f := s.Field(p.field)
+	if f == nil {
+		return nil
+	}
+	var reps []*hl7v2.Rep
+	if p.rep > 0 {
+		if r := f.Rep(p.rep); r != nil {
+			reps = []*hl7v2.Rep{r}
+		}
+	} else {
+		for i := range f.Reps {
+			reps = append(reps, &f.Reps[i])
+		}
+	}
+	if p.comp == 0 {
+		return reps
+	}
+	out := make([]*hl7v2.Rep, 0, len(reps))
+	for _, r := range reps {
+		cr := repOf(r, p.comp)
+		if cr != nil && p.sub > 0 {
+			if p.sub <= len(cr.Comps) {
+				cr = &hl7v2.Rep{Comps: cr.Comps[p.sub-1 : p.sub]}
+			} else {
+				cr = nil
+			}
+		}
+		if cr != nil {
+			out = append(out, cr)
+		}
+	}
+	return out
+}
+
+// fill applies the segment map's field rules; false means the instance is
+// dropped (a required value with skip was missing).
+func (mc *mctx) fill(in *instance) bool {
+	for _, r := range in.p.smap.fields {
+		if r.fallback {
+			if _, ok := in.content[r.to.steps[0].name]; ok {
+				continue
+			}
+		}
+		if !r.hasFrom {
+			put(in.content, r.to, r.to.last().types[0], r.constVal, r.set)
+			continue
+		}
+		var reps []*hl7v2.Rep
+		seg := in.seg
+		if r.join {
+			segs := mc.group(in.seg, r.from.seg)
+			if r.from.seg == in.seg.Name {
+				segs = []*hl7v2.Segment{in.seg}
+			}
+			var lines []string
+			for _, s := range segs {
+				for _, rp := range values(s, r.from) {
+					lines = append(lines, rp.Comp(1))
+				}
+			}
+			if txt := strings.TrimSpace(strings.Join(lines, "\n")); txt != "" {
+				reps = []*hl7v2.Rep{{Comps: []hl7v2.Comp{{Subs: []string{txt}}}}}
+			}
+		} else {
+			seg = mc.near(in.seg, r.from.seg)
+			reps = values(seg, r.from)
+		}
+		c := &cv{mc: mc, seg: seg, rule: r, types: r.to.last().types}
+		if seg == nil {
+			c.seg = in.seg
+		}
+		produced := 0
+		single := !r.to.repeats()
+		for _, rp := range reps {
+			if empty(rp) {
+				continue
+			}
+			c.problemCode = ""
+			typ, v := r.conv.fn(c, rp)
+			if c.problemCode != "" {
+				sev := "W"
+				if r.required {
+					sev = "E"
+				}
+				x := mc.ackErr(c, c.problemCode, sev, c.problemText)
+				if sev == "E" {
+					mc.errs = append(mc.errs, x)
+				} else {
+					mc.warns = append(mc.warns, x)
+				}
+			}
+			if v == nil {
+				continue
+			}
+			if put(in.content, r.to, typ, v, r.set) {
+				produced++
+			}
+			if single && produced > 0 {
+				break
+			}
+		}
+		if produced == 0 && r.required {
+			if r.skip {
+				mc.warns = append(mc.warns, mc.ackErr(c, "101", "W", "required field missing; "+in.typ+" not made"))
+				return false
+			}
+			if !hasErrFor(mc.errs, c) {
+				mc.errs = append(mc.errs, mc.ackErr(c, "101", "E", "required field missing"))
+			}
+		}
+	}
+	return true
+}
+
+func hasErrFor(errs []hl7v2.AckError, c *cv) bool {
+	if len(errs) == 0 || c.seg == nil {
+		return false
+	}
+	l := errs[len(errs)-1]
+	return l.Segment == c.seg.Name && l.Field == c.rule.from.field
+}
+
+// repeats reports whether the target takes more than one value (it or an
+// element on its path is an array).
+func (t *target) repeats() bool {
+	for _, s := range t.steps {
+		if s.array {
+			return true
+		}
+	}
+	return false
+}
+
+// put stores v (of FHIR type typ) at t in obj. Array steps on the way get
+// a new item per value; a singular element already set is left alone (so
+// a later rule to the same element is a fallback). set adds constant
+// siblings beside the value. It reports whether v was stored.
+func put(obj map[string]any, t *target, typ string, v any, set map[string]any) bool {
+	cur := obj
+	n := len(t.steps)
+	for _, st := range t.steps[:n-1] {
+		key := st.name
+		if st.choice {
+			key += upperFirst(st.types[0])
+		}
+		if st.array {
+			item := map[string]any{}
+			arr, _ := cur[key].([]any)
+			cur[key] = append(arr, item)
+			cur = item
+			continue
+		}
+		child, ok := cur[key].(map[string]any)
+		if !ok {
+			child = map[string]any{}
+			cur[key] = child
+		}
+		cur = child
+	}
+	l := t.steps[n-1]
+	name := l.name
+	if l.choice {
+		for _, ty := range l.all {
+			if _, ok := cur[l.name+upperFirst(ty)]; ok {
+				return false
+			}
+		}
+		name += upperFirst(typ)
+	}
+	if l.array {
+		arr, _ := cur[name].([]any)
+		cur[name] = append(arr, v)
+	} else {
+		if _, ok := cur[name]; ok {
+			return false
+		}
+		cur[name] = v
+	}
+	for k, sv := range set {
+		if _, ok := cur[k]; !ok {
+			cur[k] = sv
+		}
+	}
+	return true
+}
+
+func upperFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToUpper(s[:1]) + s[1:]
+}
+
+// identity computes an instance's stable id from its segment map's
+// identity keys (else fallback keys, else the message control id and the
+// segment's position).
+func (mc *mctx) identity(in *instance) string {
+	if parts, ok := mc.keyParts(in, in.p.smap.identity); ok {
+		return StableID(parts...)
+	}
+	if parts, ok := mc.keyParts(in, in.p.smap.fallback); ok {
+		return StableID(parts...)
+	}
+	return mc.messageID(in)
+}
+
+func (mc *mctx) messageID(in *instance) string {
+	return StableID(mc.tenant, in.typ, "message", mc.sender, mc.m.ControlID(), strconv.Itoa(in.seg.Index), in.p.id)
+}
+
+func (mc *mctx) keyParts(in *instance, keys []idKey) ([]string, bool) {
+	if len(keys) == 0 {
+		return nil, false
+	}
+	parts := []string{mc.tenant, in.typ}
+	scoped, any := false, false
+	for _, k := range keys {
+		switch k.kind {
+		case keyRef:
+			idx := -1
+			for i, p := range mc.insts {
+				if len(p) > 0 && p[0].p.id == k.ref {
+					idx = i
+				}
+			}
+			v := ""
+			if idx >= 0 {
+				if t := mc.resolve(in, idx, false); len(t) > 0 {
+					v = t[0].typ + "/" + t[0].id
+				}
+			}
+			parts = append(parts, v)
+		case keyCX:
+			seg := mc.near(in.seg, k.paths[0].seg)
+			sys, val := mc.cxKey(seg, k.paths[0])
+			if val != "" {
+				any = true
+			}
+			if sys == "" {
+				scoped = true
+			}
+			parts = append(parts, sys, val)
+		default:
+			v := ""
+			for _, p := range k.paths {
+				reps := values(mc.near(in.seg, p.seg), p)
+				if len(reps) > 0 {
+					if v = strings.TrimSpace(reps[0].Comp(1)); v != "" {
+						break
+					}
+				}
+			}
+			if v != "" {
+				any = true
+			}
+			scoped = true
+			parts = append(parts, v)
+		}
+	}
+	if !any {
+		return nil, false
+	}
+	if scoped {
+		parts = append(parts[:2:2], append([]string{mc.sender}, parts[2:]...)...)
+	}
+	return parts, true
+}
+
+// cxKey picks the identifier a CX field identifies by: the first
+// repetition with type MR, else the first.
+func (mc *mctx) cxKey(seg *hl7v2.Segment, p segPath) (string, string) {
+	reps := values(seg, p)
+	var pick *hl7v2.Rep
+	for _, r := range reps {
+		if comp(r, 1) == "" {
+			continue
+		}
+		if pick == nil {
+			pick = r
+		}
+		if comp(r, 5) == "MR" {
+			pick = r
+			break
+		}
+	}
+	if pick == nil {
+		return "", ""
+	}
+	return mc.identifierSystem(sub(pick, 4, 1), sub(pick, 4, 2), sub(pick, 4, 3)), comp(pick, 1)
+}
+
+// resolve finds the instances of producer idx that in refers to: with
+// all, those in in's segment group; otherwise the nearest one at or
+// before in's segment, else the first.
+func (mc *mctx) resolve(in *instance, idx int, all bool) []*instance {
+	list := mc.insts[idx]
+	if all {
+		end := len(mc.m.Segments)
+		for i := in.seg.Index + 1; i < len(mc.m.Segments); i++ {
+			if mc.m.Segments[i].Name == in.seg.Name {
+				end = i
+				break
+			}
+		}
+		var out []*instance
+		for _, t := range list {
+			if t != in && t.seg.Index >= in.seg.Index && t.seg.Index < end {
+				out = append(out, t)
+			}
+		}
+		return out
+	}
+	var best *instance
+	for _, t := range list {
+		if t == in {
+			continue
+		}
+		if t.seg.Index <= in.seg.Index {
+			best = t
+		}
+	}
+	if best == nil {
+		for _, t := range list {
+			if t != in {
+				return []*instance{t}
+			}
+		}
+		return nil
+	}
+	return []*instance{best}
+}
+
+// zsegments applies the source profile's Z-segment rules: extensions on
+// the first resource of the named type.
+func (mc *mctx) zsegments() {
+	if len(mc.prof.zsegs) == 0 {
+		return
+	}
+	for _, s := range mc.m.Segments {
+		z, ok := mc.prof.zsegs[s.Name]
+		if !ok || z.Ignore {
+			continue
+		}
+		for _, f := range z.Fields {
+			v := strings.TrimSpace(s.Get(strconv.Itoa(f.Field)))
+			if v == "" {
+				continue
+			}
+			var target *instance
+			for _, list := range mc.insts {
+				if len(list) > 0 && list[0].typ == f.Resource {
+					target = list[0]
+					break
+				}
+			}
+			if target == nil {
+				continue
+			}
+			ext, _ := target.content["extension"].([]any)
+			target.content["extension"] = append(ext, map[string]any{"url": f.URL, "valueString": v})
+		}
+	}
+}
+
+// Types lists the message types and structures the engine maps, sorted.
+func (e *Engine) Types() []string {
+	out := make([]string, 0, len(e.messages))
+	for k := range e.messages {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

@@ -1,0 +1,314 @@
+package mapping
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/fhirgate/fhirgate/internal/hl7v2"
+	"github.com/fhirgate/fhirgate/internal/validate"
+)
+
+func mapMsg(t testing.TB, e *Engine, msg string) (*Output, error) {
+	t.Helper()
+	m, err := hl7v2.Parse([]byte(strings.ReplaceAll(msg, "\n", "\r")))
+	if err != nil {
+		t.Fatalf("parse: %v", err)
+	}
+	return e.Map(m, "t1")
+}
+
+func byType(out *Output, typ string) []map[string]any {
+	var list []map[string]any
+	for _, r := range out.Resources {
+		if r.Type == typ {
+			list = append(list, r.Content)
+		}
+	}
+	return list
+}
+
+const adtA01 = `MSH|^~\&|EPIC|EXAMPLE-LAB|RCV|FAC|20240301101500||ADT^A01^ADT_A01|CTL1|P|2.5.1
+EVN|A01|20240301101500
+PID|1||12345^^^MRN^MR~999-99-9999^^^USSSA^SS||Doe^John^Quincy^Jr^Dr^MD^L||19800102|M|||1 Main St^Apt 2^Springfield^IL^62701^USA^H||^PRN^PH^^1^217^5551234~^NET^Internet^john@example.com|||M
+PV1|1|I|ICU^101^A^MAIN||||1234^Smith^Anna^^^^^^NPI&2.16.840.1.113883.4.6&ISO|||MED|||||||||V100^^^MAIN^VN|||||||||||||||||||||||||20240301101000
+OBX|1|NM|GLU^Glucose^L||5.40|mmol/L^mmol/L^UCUM|3.9-5.5|N|||F|||20240301100000
+ZPI|1|Corner Pharmacy
+`
+
+func TestMapADTA01(t *testing.T) {
+	t.Parallel()
+	e := loadEngine(t)
+	out, err := mapMsg(t, e, adtA01)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Profile != "example-lab" || out.Version != e.Version() || out.Version == "" {
+		t.Errorf("profile %q version %q", out.Profile, out.Version)
+	}
+	for _, r := range out.Resources {
+		if err := validate.Resource(r); err != nil {
+			t.Errorf("%s invalid: %v", r.Type, err)
+		}
+	}
+	pats := byType(out, "Patient")
+	if len(pats) != 1 {
+		t.Fatalf("%d patients", len(pats))
+	}
+	p := pats[0]
+	wantID := StableID("t1", "Patient", "https://hospital.example/mrn", "12345")
+	if got := out.Resources[0].ID; got != wantID {
+		t.Errorf("patient id %s, want %s", got, wantID)
+	}
+	checks := []struct {
+		name string
+		got  any
+		want any
+	}{
+		{"gender", p["gender"], "male"},
+		{"birthDate", p["birthDate"], "1980-01-02"},
+		{"family", p["name"].([]any)[0].(map[string]any)["family"], "Doe"},
+		{"given", p["name"].([]any)[0].(map[string]any)["given"], []any{"John", "Quincy"}},
+		{"name use", p["name"].([]any)[0].(map[string]any)["use"], "official"},
+		{"mrn system", p["identifier"].([]any)[0].(map[string]any)["system"], "https://hospital.example/mrn"},
+		{"ssn system", p["identifier"].([]any)[1].(map[string]any)["system"], "http://hl7.org/fhir/sid/us-ssn"},
+		{"phone", p["telecom"].([]any)[0], map[string]any{"system": "phone", "use": "home", "value": "+1 217 5551234"}},
+		{"email", p["telecom"].([]any)[1].(map[string]any)["value"], "john@example.com"},
+		{"address use", p["address"].([]any)[0].(map[string]any)["use"], "home"},
+		{"z-segment", p["extension"].([]any)[0].(map[string]any)["valueString"], "Corner Pharmacy"},
+	}
+	for _, c := range checks {
+		if diff := cmp.Diff(c.want, c.got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", c.name, diff)
+		}
+	}
+	enc := byType(out, "Encounter")[0]
+	if enc["status"] != "in-progress" || enc["class"].(map[string]any)["code"] != "IMP" {
+		t.Errorf("encounter status/class = %v / %v", enc["status"], enc["class"])
+	}
+	// Sender time zone America/Chicago (CST, -06:00) applies without offset.
+	if got := enc["period"].(map[string]any)["start"]; got != "2024-03-01T10:10:00-06:00" {
+		t.Errorf("period.start = %v", got)
+	}
+	obs := byType(out, "Observation")[0]
+	q := obs["valueQuantity"].(map[string]any)
+	if q["value"].(interface{ String() string }).String() != "5.40" || q["system"] != "http://unitsofmeasure.org" {
+		t.Errorf("valueQuantity = %v", q)
+	}
+	// The example-lab concept map adds LOINC beside the local code.
+	codings := obs["code"].(map[string]any)["coding"].([]any)
+	if len(codings) != 2 || codings[1].(map[string]any)["system"] != "http://loinc.org" {
+		t.Errorf("codings = %v", codings)
+	}
+	if obs["subject"].(map[string]any)["reference"] != "Patient/"+wantID {
+		t.Errorf("subject = %v", obs["subject"])
+	}
+	if len(byType(out, "Practitioner")) != 1 || len(byType(out, "Location")) != 1 {
+		t.Errorf("want one Practitioner and one Location")
+	}
+	// Re-sent: same ids.
+	again, err := mapMsg(t, e, adtA01)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range out.Resources {
+		if out.Resources[i].ID != again.Resources[i].ID {
+			t.Errorf("resource %d id changed on re-send", i)
+		}
+	}
+}
+
+func TestMapA40Merge(t *testing.T) {
+	t.Parallel()
+	e := loadEngine(t)
+	out, err := mapMsg(t, e, `MSH|^~\&|A|B|C|D|20240301||ADT^A40^ADT_A39|C2|P|2.5
+EVN|A40|20240301
+PID|1||NEW1^^^HOSP&1.2.3&ISO^MR||Doe^Jane
+MRG|OLD9^^^HOSP&1.2.3&ISO^MR
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newID := StableID("t1", "Patient", "urn:oid:1.2.3", "NEW1")
+	oldID := StableID("t1", "Patient", "urn:oid:1.2.3", "OLD9")
+	got := map[string]any{}
+	for _, r := range out.Resources {
+		if r.Type == "Patient" {
+			got[r.ID] = map[string]any{"link": r.Content["link"], "active": r.Content["active"]}
+		}
+	}
+	want := map[string]any{
+		newID: map[string]any{"link": []any{map[string]any{"other": map[string]any{"reference": "Patient/" + oldID}, "type": "replaces"}}, "active": nil},
+		oldID: map[string]any{"link": []any{map[string]any{"other": map[string]any{"reference": "Patient/" + newID}, "type": "replaced-by"}}, "active": false},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("merge (-want +got):\n%s", diff)
+	}
+}
+
+func TestMapErrors(t *testing.T) {
+	t.Parallel()
+	e := loadEngine(t)
+	tests := []struct {
+		name   string
+		msg    string
+		reject bool
+		want   hl7v2.AckError
+	}{
+		{"unknown type", "MSH|^~\\&|A|B|C|D|20240301||ZZZ^Z01|C|P|2.5\n", true,
+			hl7v2.AckError{Segment: "MSH", SegmentIndex: 1, Field: 9, Rep: 1, Comp: 1, Code: "200", Severity: "E", Text: "unsupported message type"}},
+		{"unknown event", "MSH|^~\\&|A|B|C|D|20240301||ADT^A99|C|P|2.5\n", true,
+			hl7v2.AckError{Segment: "MSH", SegmentIndex: 1, Field: 9, Rep: 1, Comp: 2, Code: "201", Severity: "E", Text: "unsupported event code"}},
+		{"missing PID-3", "MSH|^~\\&|A|B|C|D|20240301||ADT^A01|C|P|2.5\nPID|1||||Doe^J\n", false,
+			hl7v2.AckError{Segment: "PID", SegmentIndex: 1, Field: 3, Code: "101", Severity: "E", Text: "required field missing"}},
+		{"missing PID", "MSH|^~\\&|A|B|C|D|20240301||ADT^A01|C|P|2.5\nEVN|A01\n", false,
+			hl7v2.AckError{Segment: "PID", Code: "100", Severity: "E", Text: "required segment missing"}},
+		{"bad vaccine date", "MSH|^~\\&|A|B|C|D|20240301||VXU^V04|C|P|2.5\nPID|1||1^^^X^MR\nRXA|0|1|2024130||08^HepB^CVX\n", false,
+			hl7v2.AckError{Segment: "RXA", SegmentIndex: 1, Field: 3, Code: "102", Severity: "E", Text: "not a valid HL7 date/time"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			_, err := mapMsg(t, e, tc.msg)
+			var me *MapError
+			if !errors.As(err, &me) {
+				t.Fatalf("err = %v, want *MapError", err)
+			}
+			if me.Reject != tc.reject || len(me.Errs) == 0 {
+				t.Fatalf("Reject = %v errs %v", me.Reject, me.Errs)
+			}
+			if diff := cmp.Diff(tc.want, me.Errs[0]); diff != "" {
+				t.Errorf("first error (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestLoadRefusesBadFiles(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, file, from, to string
+		want                 string // regexp over the error
+	}{
+		{"unknown converter", "hl7v2/segments.yaml", "{from: PID-5, to: name, type: XPN}", "{from: PID-5, to: name, type: XPQ}",
+			`segments\.yaml:\d+: segments\.Patient-PID\.fields\[\d+\]\.type: unknown datatype converter "XPQ"`},
+		{"unknown element", "hl7v2/segments.yaml", "{from: PID-7, to: birthDate, type: TS}", "{from: PID-7, to: birthDay, type: TS}",
+			`segments\.yaml:\d+: .*\.to: unknown target element Patient\.birthDay`},
+		{"bad path", "hl7v2/segments.yaml", "{from: PID-7, to: birthDate, type: TS}", "{from: PID7, to: birthDate, type: TS}",
+			`segments\.yaml:\d+: .*\.from: bad segment path "PID7"`},
+		{"unknown code map", "hl7v2/segments.yaml", "map: administrative-gender}", "map: gender-x}",
+			`segments\.yaml:\d+: .*\.map: unknown code map "gender-x"`},
+		{"duplicate type", "hl7v2/mapping.yaml", "[ORU^R01, ORU^R30,", "[ORU^R01, ADT^A01,",
+			`mapping\.yaml:\d+: messages\[\d+\]\.types\[1\]: duplicate message type "ADT\^A01"`},
+		{"unknown key", "sources/default.yaml", "timezone: UTC", "timezone: UTC\ntimezon: UTC",
+			`default\.yaml: .*unknown field "timezon"`},
+		{"bad zone", "sources/default.yaml", "timezone: UTC", "timezone: Mars/Base",
+			`default\.yaml:\d+: timezone: unknown time zone`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := copyMappings(t)
+			p := filepath.Join(dir, tc.file)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(string(b), tc.from) {
+				t.Fatalf("%s lacks %q", tc.file, tc.from)
+			}
+			if err := os.WriteFile(p, []byte(strings.Replace(string(b), tc.from, tc.to, 1)), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			_, err = Load(dir)
+			if err == nil || !regexp.MustCompile(tc.want).MatchString(err.Error()) {
+				t.Errorf("Load error = %v, want match %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func copyMappings(t *testing.T) string {
+	t.Helper()
+	dst := t.TempDir()
+	src := filepath.Join("..", "..", "mappings")
+	for _, sub := range []string{"hl7v2", "codemaps", "sources"} {
+		files, _ := filepath.Glob(filepath.Join(src, sub, "*.yaml"))
+		if err := os.MkdirAll(filepath.Join(dst, sub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(filepath.Join(dst, sub, filepath.Base(f)), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return dst
+}
+
+func TestStableID(t *testing.T) {
+	t.Parallel()
+	a, b := StableID("t", "Patient", "s", "1"), StableID("t", "Patient", "s1", "")
+	if a == b || len(a) != 32 || a != StableID("t", "Patient", "s", "1") || !regexp.MustCompile(`^[0-9a-f]{32}$`).MatchString(a) {
+		t.Errorf("StableID: %s %s", a, b)
+	}
+}
+
+func TestTimestamps(t *testing.T) {
+	t.Parallel()
+	tests := []struct{ in, typ, want string }{
+		{"2024", "dateTime", "2024"},
+		{"202403", "dateTime", "2024-03"},
+		{"20240301", "dateTime", "2024-03-01"},
+		{"2024030110", "dateTime", "2024-03-01T10:00:00-06:00"},
+		{"202403011015+0215", "dateTime", "2024-03-01T10:15:00+02:15"},
+		{"20240301101530.25", "instant", "2024-03-01T10:15:30.25-06:00"},
+		{"20240701101530", "dateTime", "2024-07-01T10:15:30-05:00"},
+		{"20240301101530-0500", "date", "2024-03-01"},
+	}
+	e := loadEngine(t)
+	prof := e.profiles[0]
+	for _, p := range e.profiles {
+		if p.name == "example-lab" {
+			prof = p
+		}
+	}
+	for _, tc := range tests {
+		ts, ok := parseTS(tc.in)
+		if !ok {
+			t.Errorf("parseTS(%q) failed", tc.in)
+			continue
+		}
+		if got, _ := ts.render(tc.typ, prof.loc); got != tc.want {
+			t.Errorf("%s as %s = %s, want %s", tc.in, tc.typ, got, tc.want)
+		}
+	}
+	for _, bad := range []string{"20241301", "20240230", "2024030125", "abc", "20240301+2500"} {
+		if _, ok := parseTS(bad); ok {
+			t.Errorf("parseTS(%q) accepted", bad)
+		}
+	}
+}
+
+func BenchmarkMapADTA01(b *testing.B) {
+	e := loadEngine(b)
+	m, err := hl7v2.Parse([]byte(strings.ReplaceAll(adtA01, "\n", "\r")))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := e.Map(m, "t1"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
