@@ -136,7 +136,6 @@ func appendERR(b []byte, e AckError, d Delimiters, old bool) []byte {
 	if sev == "" {
 		sev = "E"
 	}
-	loc := joinTrim(d.Component, Escape(e.Segment, d), num(e.SegmentIndex), num(e.Field))
 	b = append(b, "ERR"...)
 	b = append(b, d.Field)
 	if old {
@@ -148,7 +147,7 @@ func appendERR(b []byte, e AckError, d Delimiters, old bool) []byte {
 		b = append(b, joinTrim(d.Component, Escape(e.Segment, d), num(e.SegmentIndex), num(e.Field), cwe)...)
 		return append(b, '\r')
 	}
-	loc = joinTrim(d.Component, Escape(e.Segment, d), num(e.SegmentIndex), num(e.Field), num(e.Rep), num(e.Comp))
+	loc := joinTrim(d.Component, Escape(e.Segment, d), num(e.SegmentIndex), num(e.Field), num(e.Rep), num(e.Comp))
 	b = append(b, d.Field) // ERR-1 empty
 	b = append(b, loc...)
 	b = append(b, d.Field)
@@ -236,7 +235,7 @@ func NAKForUnparseable(data []byte, perr *ParseError, controlID string, now time
 		if perr.Field == 0 {
 			e.Code = "100"
 		}
-		if perr.Segment != "" {
+		if perr.Segment != "" || perr.SegmentIndex > 0 {
 			e.SegmentIndex = perr.SegmentIndex + 1
 		}
 		errs = append(errs, e)

@@ -182,7 +182,7 @@ func TestNAKForUnparseable(t *testing.T) {
 			want: []string{
 				"MSH|^~\\&|RAPP||S\\F\\APP|F\\S\\AC|20240304050607+0215||ACK^^ACK|NAK1|P|2.5",
 				"MSA|AR|ID\\F\\1\\S\\2",
-				"ERR|||100^Segment sequence error^HL70357|E||||segment name is not 3 uppercase letters or digits followed by the field separator",
+				"ERR||^2|100^Segment sequence error^HL70357|E||||segment name is not 3 uppercase letters or digits followed by the field separator",
 			},
 		},
 	}

@@ -81,6 +81,8 @@ func FuzzParse(f *testing.F) {
 		} else if _, ok := err.(*ParseError); !ok {
 			t.Fatalf("ParseBatch error is %T, want *ParseError", err)
 		}
-		ParseTS(string(data), nil)
+		if ts, prec, err := ParseTS(string(data), nil); err == nil {
+			FormatFHIR(ts, prec)
+		}
 	})
 }

@@ -402,3 +402,32 @@ func TestBytes(t *testing.T) {
 		t.Errorf("Bytes() = %q, want %q", got, want)
 	}
 }
+
+// TestLargeInputs exercises the limits at their edge; the work is linear, so
+// these stay fast (benchmarks, not this test, measure speed).
+func TestLargeInputs(t *testing.T) {
+	t.Parallel()
+	var b strings.Builder
+	b.WriteString("MSH|^~\\&|||||||ORU^R01|1|P|2.5\n")
+	for range MaxSegments - 1 {
+		b.WriteString("OBX|1|ST|code^text^LN||value\\.br\\more~x\n")
+	}
+	m, err := Parse([]byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(m.Segments) != MaxSegments || m.Get("OBX[9999]-5") != "value\nmore" || m.Get("OBX[9999]-5(2)") != "x" {
+		t.Errorf("%d segments, OBX[9999]-5 = %q", len(m.Segments), m.Get("OBX[9999]-5"))
+	}
+	long := strings.Repeat("abc\\F\\", 400000) // 2.4 MB, one value
+	m, err = Parse([]byte("MSH|^~\\&\rOBX|1|ED|||" + long))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := m.Get("OBX-5"); len(got) != 400000*4 || got[:8] != "abc|abc|" {
+		t.Errorf("long value: %d bytes", len(got))
+	}
+	if _, err := ParseBatch([]byte(strings.Repeat("MSH|^~\\&\n", 20000))); err != nil {
+		t.Errorf("ParseBatch of 20000 messages: %v", err)
+	}
+}

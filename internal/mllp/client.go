@@ -69,8 +69,16 @@ func (c *Client) Send(ctx context.Context, msg []byte) ([]byte, error) {
 		dl = time.Time{}
 	}
 	_ = c.nc.SetDeadline(dl)
-	stop := context.AfterFunc(ctx, func() { _ = c.nc.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	interrupted := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = c.nc.SetDeadline(time.Unix(1, 0))
+		close(interrupted)
+	})
+	defer func() {
+		if !stop() {
+			<-interrupted // so a late interrupt cannot hit the next Send
+		}
+	}()
 
 	c.wbuf = AppendFrame(c.wbuf[:0], msg)
 	if _, err := c.nc.Write(c.wbuf); err != nil {

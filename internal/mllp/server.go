@@ -365,16 +365,16 @@ func (s *Server) serveConn(c *conn) {
 	)
 	defer func() {
 		c.nc.Close()
-		s.mu.Lock()
-		delete(s.conns, c)
-		s.mu.Unlock()
-		s.wg.Done()
 		attrs := []any{"reason", reason, "messages", frames, "bytes_in", bytesIn, "bytes_out", bytesOut, "duration", time.Since(start).Round(time.Millisecond)}
 		if fr != nil {
 			st := fr.Stats()
 			attrs = append(attrs, "skipped_bytes", st.Skipped, "restarts", st.Restarts, "missing_cr", st.MissingCR)
 		}
 		log.Info("mllp: connection closed", attrs...)
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.wg.Done()
 	}()
 
 	nc := c.nc
