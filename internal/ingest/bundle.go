@@ -347,6 +347,19 @@ func (s *Service) transaction(ctx context.Context, tx *store.Tx, b *Bundle, orde
 		}
 	}
 
+	// Lock the current versions of everything PUT in one round trip.
+	var keys []store.Key
+	for _, e := range order {
+		if !done[e.Index] && e.Method == "PUT" {
+			keys = append(keys, store.Key{Type: e.typ, ID: e.id})
+		}
+	}
+	if len(keys) > 1 {
+		if err := tx.Prefetch(ctx, keys); err != nil {
+			return nil, err
+		}
+	}
+
 	// 3. Write, with references rewritten.
 	rewrite := ids
 	for k, v := range condRefs {

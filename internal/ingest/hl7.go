@@ -177,6 +177,14 @@ func (h *HL7) process(ctx context.Context, tenant string, raw []byte, now time.T
 	ack := reply("AA", out.Warnings)
 	provID := mapping.StableID(tenant, "Provenance", "hl7v2", sender, cid)
 	err = h.svc.inTx(ctx, tenant, func(tx *store.Tx) error {
+		keys := make([]store.Key, 0, len(out.Resources)+1)
+		for _, r := range out.Resources {
+			keys = append(keys, store.Key{Type: r.Type, ID: r.ID})
+		}
+		keys = append(keys, store.Key{Type: "Provenance", ID: provID})
+		if err := tx.Prefetch(ctx, keys); err != nil {
+			return err
+		}
 		targets := make([]string, 0, len(out.Resources))
 		for i, r := range out.Resources {
 			v, err := tx.Put(ctx, store.Write{Resource: r, Entries: entries[i], Method: "PUT", SkipUnchanged: true})

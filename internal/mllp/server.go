@@ -258,12 +258,12 @@ func (s *Server) track(nc net.Conn) (*conn, bool) {
 		return nil, false
 	}
 	if len(s.conns) >= s.cfg.MaxConns {
-		nc.Close()
 		s.refused.Add(1)
 		now := time.Now().UnixNano()
 		if last := s.lastRefusal.Load(); now-last >= int64(time.Second) && s.lastRefusal.CompareAndSwap(last, now) {
 			s.log.Warn("mllp: connection refused: MaxConns reached", "peer", nc.RemoteAddr().String(), "max_conns", s.cfg.MaxConns, "refused", s.refused.Swap(0))
 		}
+		nc.Close()
 		return nil, false
 	}
 	c := &conn{nc: nc, id: s.nextID.Add(1)}
