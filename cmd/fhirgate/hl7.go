@@ -115,7 +115,10 @@ func startMLLP(ctx context.Context, c hl7Config, tenant string, h *ingest.HL7, l
 		return nil, err
 	}
 	handler := mllp.HandlerFunc(func(ctx context.Context, msg []byte, _ mllp.Peer) []byte {
-		return h.Handle(ctx, tenant, msg)
+		if ack := h.Handle(ctx, tenant, msg); ack != nil {
+			return ack
+		}
+		return mllp.NoReply // MSH-15 asked for no acknowledgement
 	})
 	srv, err := mllp.NewServer(mllp.Config{Addr: c.MLLPAddr, TLS: tc, MaxFrameBytes: c.MaxFrameSize,
 		OnOversize: func(_ context.Context, head []byte, size int64, _ mllp.Peer) []byte {

@@ -19,13 +19,19 @@ import (
 //
 // It is called synchronously per connection (MLLP is request/response per
 // connection, in order) and concurrently across connections. msg is only
-// valid during the call: a handler that keeps it must copy it. A nil or
-// empty reply sends nothing and closes the connection (the sender will
-// resend elsewhere or later); ctx is cancelled when Shutdown gives up
+// valid during the call: a handler that keeps it must copy it. A nil
+// reply sends nothing and closes the connection (the sender will resend
+// elsewhere or later); an empty non-nil reply (NoReply) sends nothing and
+// keeps the connection, for senders that asked for no acknowledgement
+// (HL7 enhanced mode, MSH-15 NE); ctx is cancelled when Shutdown gives up
 // waiting. A panic is recovered and closes the connection.
 type Handler interface {
 	HandleMessage(ctx context.Context, msg []byte, peer Peer) []byte
 }
+
+// NoReply is the reply of a handler that answers nothing but keeps the
+// connection open.
+var NoReply = []byte{}
 
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, msg []byte, peer Peer) []byte
@@ -441,23 +447,26 @@ func (s *Server) serveConn(c *conn) {
 			reason = s.readErrorReason(c, err, fr)
 			return
 		}
-		if len(reply) == 0 {
+		if reply == nil {
 			reason = "no reply to send"
 			return
 		}
-		wbuf = AppendFrame(wbuf[:0], reply)
-		_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		if _, err := nc.Write(wbuf); err != nil {
-			if isTimeout(err) {
-				reason = "write timeout: peer does not read its replies"
-			} else {
-				reason = "write failed"
+		// An empty reply (NoReply): the sender asked for no acknowledgement.
+		if len(reply) > 0 {
+			wbuf = AppendFrame(wbuf[:0], reply)
+			_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+			if _, err := nc.Write(wbuf); err != nil {
+				if isTimeout(err) {
+					reason = "write timeout: peer does not read its replies"
+				} else {
+					reason = "write failed"
+				}
+				return
 			}
-			return
-		}
-		bytesOut += uint64(len(reply))
-		if cap(wbuf) > keepBuffer {
-			wbuf = nil
+			bytesOut += uint64(len(reply))
+			if cap(wbuf) > keepBuffer {
+				wbuf = nil
+			}
 		}
 		if !s.setIdle(c) {
 			reason = "shutdown"

@@ -887,3 +887,35 @@ func BenchmarkServer16Conns(b *testing.B) {
 	})
 	b.ReportMetric(float64(n.Load())/b.Elapsed().Seconds(), "msgs/s")
 }
+
+// TestNoReplyKeepsConnection: a handler answering NoReply (the sender asked
+// for no acknowledgement) sends nothing and the next message on the same
+// connection is served.
+func TestNoReplyKeepsConnection(t *testing.T) {
+	t.Parallel()
+	ts := startServer(t, Config{}, HandlerFunc(func(_ context.Context, msg []byte, _ Peer) []byte {
+		if bytes.Contains(msg, []byte("SILENT")) {
+			return NoReply
+		}
+		return []byte("ACK " + ControlID(msg))
+	}))
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	var out []byte
+	out = AppendFrame(out, []byte("MSH|^~\\&|A|B|C|D|20240101||ADT^A01|SILENT|P|2.5\r"))
+	out = AppendFrame(out, []byte("MSH|^~\\&|A|B|C|D|20240101||ADT^A01|LOUD|P|2.5\r"))
+	if _, err := nc.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	nc.SetReadDeadline(time.Now().Add(waitLimit))
+	got, err := NewReader(nc, 1<<20).Next()
+	if err != nil {
+		t.Fatalf("no reply to the second message: %v", err)
+	}
+	if string(got) != "ACK LOUD" {
+		t.Errorf("first reply on the connection = %q, want the second message's ACK", got)
+	}
+}
