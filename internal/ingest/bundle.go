@@ -355,7 +355,7 @@ func (s *Service) transaction(ctx context.Context, tx *store.Tx, b *Bundle, orde
 		}
 	}
 	if len(keys) > 1 {
-		if err := tx.Prefetch(ctx, keys); err != nil {
+		if err := tx.Prefetch(ctx, keys, true); err != nil {
 			return nil, err
 		}
 	}

@@ -182,7 +182,7 @@ func (h *HL7) process(ctx context.Context, tenant string, raw []byte, now time.T
 			keys = append(keys, store.Key{Type: r.Type, ID: r.ID})
 		}
 		keys = append(keys, store.Key{Type: "Provenance", ID: provID})
-		if err := tx.Prefetch(ctx, keys); err != nil {
+		if err := tx.Prefetch(ctx, keys, false); err != nil {
 			return err
 		}
 		targets := make([]string, 0, len(out.Resources))

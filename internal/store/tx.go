@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/fhirgate/fhirgate/internal/fhir"
 	"github.com/fhirgate/fhirgate/internal/search"
@@ -59,11 +60,14 @@ func (t *Tx) Current(ctx context.Context, typ, id string) (v Version, ok bool, e
 // Key names a resource for Prefetch.
 type Key struct{ Type, ID string }
 
-// Prefetch reads and locks the current versions of many resources in one
-// query, so that the Puts that follow need no round trip each. Rows are
-// locked in (type, id) order, so concurrent Prefetches cannot deadlock on
-// each other.
-func (t *Tx) Prefetch(ctx context.Context, keys []Key) error {
+// Prefetch reads the current versions of many resources in one query, so
+// that the Puts that follow need no round trip each. With lock, the rows
+// are locked (in (type, id) order, so concurrent Prefetches cannot
+// deadlock). Without, the writes that follow are optimistic: if another
+// transaction replaced a version in between, Flush fails with ErrRetry.
+// Unlocked prefetch suits writes that are mostly unchanged re-sends
+// (SkipUnchanged), which then never wait for each other.
+func (t *Tx) Prefetch(ctx context.Context, keys []Key, lock bool) error {
 	if err := t.Flush(ctx); err != nil {
 		return err
 	}
@@ -74,7 +78,7 @@ func (t *Tx) Prefetch(ctx context.Context, keys []Key) error {
 	}
 	rows, err := t.tx.Query(ctx, `SELECT r.rid, r.type, r.id, r.version, r.seq, r.last_updated, r.deleted, r.method, r.body
 		FROM resources r JOIN unnest($2::text[], $3::text[]) AS k(type, id) ON r.type = k.type AND r.id = k.id
-		WHERE r.tenant = $1 ORDER BY r.type, r.id FOR UPDATE OF r`, t.tenant, types, ids)
+		WHERE r.tenant = $1 ORDER BY r.type, r.id`+forUpdate(lock), t.tenant, types, ids)
 	if err != nil {
 		return classify("store: prefetch", err)
 	}
@@ -95,6 +99,13 @@ func (t *Tx) Prefetch(ctx context.Context, keys []Key) error {
 		t.prefetched[key{v.Type, v.ID}] = p
 	}
 	return classify("store: prefetch", rows.Err())
+}
+
+func forUpdate(lock bool) string {
+	if lock {
+		return " FOR UPDATE OF r"
+	}
+	return ""
 }
 
 func (t *Tx) current(ctx context.Context, typ, id string) (Version, int64, bool, error) {
@@ -246,12 +257,21 @@ func (t *Tx) Flush(ctx context.Context) error {
 		for _, tbl := range indexTables {
 			b.Queue(`DELETE FROM `+tbl+` WHERE rid = ANY($1)`, upd.rid)
 		}
+		// version = u.version - 1 makes the update optimistic: a version
+		// read without a lock (Prefetch) that another transaction has
+		// replaced since updates nothing, and the Tx is retried.
+		updated := len(upd.rid)
 		b.Queue(`UPDATE resources r SET version = u.version, seq = u.seq, last_updated = u.lu,
 				deleted = u.deleted, method = u.method, body = u.body
 			FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::boolean[], $6::text[], $7::bytea[])
 				AS u(rid, version, seq, lu, deleted, method, body)
-			WHERE r.rid = u.rid`,
-			upd.rid, upd.version, upd.seq, upd.lu, upd.deleted, upd.method, upd.body)
+			WHERE r.rid = u.rid AND r.version = u.version - 1`,
+			upd.rid, upd.version, upd.seq, upd.lu, upd.deleted, upd.method, upd.body).Exec(func(ct pgconn.CommandTag) error {
+			if int(ct.RowsAffected()) != updated {
+				return fmt.Errorf("store: %d of %d resources changed concurrently: %w", updated-int(ct.RowsAffected()), updated, ErrRetry)
+			}
+			return nil
+		})
 	}
 	if len(ins.rid) > 0 {
 		b.Queue(`INSERT INTO resources (rid, tenant, type, id, version, seq, last_updated, deleted, method, body)
@@ -262,6 +282,9 @@ func (t *Tx) Flush(ctx context.Context) error {
 	}
 	ix.queue(b)
 	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
+		if errors.Is(err, ErrRetry) {
+			return err
+		}
 		return classify("store: write", err)
 	}
 	return nil
