@@ -31,12 +31,80 @@ type hl7Template struct {
 	typ    string // MSH-9.1^MSH-9.2
 	prefix []byte // up to and including the separator before MSH-10
 	suffix []byte // from the end of MSH-10 to the end of the message
+	// idEnds are offsets in suffix where an identifier's first component
+	// ends (patient, visit and order numbers): build appends the control
+	// id there, so every message is about its own patient, visit and
+	// orders, as in real traffic, instead of all messages updating the
+	// same few resources.
+	idEnds []int
+}
+
+// identifierFields are the fields whose identifiers build makes unique.
+var identifierFields = map[string][]int{
+	"PID": {2, 3, 4, 18}, "PV1": {19}, "MRG": {1, 2, 3}, "ORC": {2, 3}, "OBR": {2, 3},
+	"TXA": {12, 14, 15, 16}, "SCH": {1, 2}, "RXA": {}, "IN1": {2}, "GT1": {2},
 }
 
 func (t *hl7Template) build(dst []byte, controlID string) []byte {
 	dst = append(dst, t.prefix...)
 	dst = append(dst, controlID...)
-	return append(dst, t.suffix...)
+	last := 0
+	for _, at := range t.idEnds {
+		dst = append(dst, t.suffix[last:at]...)
+		dst = append(dst, '-')
+		dst = append(dst, controlID...)
+		last = at
+	}
+	return append(dst, t.suffix[last:]...)
+}
+
+// findIdentifierEnds records, for each repetition of the identifier
+// fields in the segments after MSH, where its first component ends.
+func findIdentifierEnds(rest []byte, sep, comp, rep byte) []int {
+	var out []int
+	pos := 0
+	for _, seg := range bytes.Split(rest, []byte{'\r'}) {
+		start := pos
+		pos += len(seg) + 1
+		if len(seg) < 4 {
+			continue
+		}
+		fields, ok := identifierFields[string(seg[:3])]
+		if !ok || len(fields) == 0 {
+			continue
+		}
+		want := map[int]bool{}
+		for _, f := range fields {
+			want[f] = true
+		}
+		n, fstart := 0, 0
+		for i := 0; i <= len(seg); i++ {
+			if i < len(seg) && seg[i] != sep {
+				continue
+			}
+			if n > 0 && want[n] {
+				field := seg[fstart:i]
+				rs := 0
+				for j := 0; j <= len(field); j++ {
+					if j < len(field) && field[j] != rep {
+						continue
+					}
+					r := field[rs:j]
+					end := bytes.IndexByte(r, comp)
+					if end < 0 {
+						end = len(r)
+					}
+					if end > 0 {
+						out = append(out, start+fstart+rs+end)
+					}
+					rs = j + 1
+				}
+			}
+			n++
+			fstart = i + 1
+		}
+	}
+	return out
 }
 
 // loadHL7Corpus reads the *.hl7 files of dir (several messages per file
@@ -137,6 +205,11 @@ func newHL7Template(msg []byte) (*hl7Template, error) {
 		// MSH ends at MSH-9: add the separator before MSH-10.
 		t.prefix = append(bytes.Clone(msh), sep)
 		t.suffix = bytes.Clone(msg[end:])
+	}
+	if rest := bytes.IndexByte(t.suffix, '\r'); rest >= 0 && len(msh) > 6 {
+		for _, at := range findIdentifierEnds(t.suffix[rest+1:], sep, comp, msh[5]) {
+			t.idEnds = append(t.idEnds, rest+1+at)
+		}
 	}
 	return t, nil
 }

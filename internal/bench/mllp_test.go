@@ -359,3 +359,21 @@ func TestRunMLLPStopsAtDuration(t *testing.T) {
 		t.Errorf("requests %d, note %q: want some messages and a stop by -duration", p.Requests, p.Note)
 	}
 }
+
+func TestTemplateMakesIdentifiersUnique(t *testing.T) {
+	t.Parallel()
+	msg := "MSH|^~\\&|A|B|C|D|20240101||ADT^A01^ADT_A01|OLD|P|2.5\r" +
+		"PID|1||123^^^H^MR~456^^^SSA^SS||Doe^Jane\r" +
+		"PV1|1|I|W^1^1||||||||||||||||V1\r"
+	tpl, err := newHL7Template([]byte(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(tpl.build(nil, "C9"))
+	want := "MSH|^~\\&|A|B|C|D|20240101||ADT^A01^ADT_A01|C9|P|2.5\r" +
+		"PID|1||123-C9^^^H^MR~456-C9^^^SSA^SS||Doe^Jane\r" +
+		"PV1|1|I|W^1^1||||||||||||||||V1-C9\r"
+	if got != want {
+		t.Errorf("build:\n got %q\nwant %q", got, want)
+	}
+}
