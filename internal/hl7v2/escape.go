@@ -155,7 +155,8 @@ func unhex(c byte) byte {
 
 // Escape is the inverse of unescaping: it replaces each delimiter in s by its
 // escape sequence (\F\ \S\ \T\ \R\ \E\, and \P\ for a declared truncation
-// character), a newline by \.br\ and a carriage return by \X0D\, so that s
+// character), a newline by \.br\ (\X0A\ when '.' is a delimiter) and a
+// carriage return by \X0D\, so that s
 // can be placed in a field of a message using d. Parsing the result gives s
 // back. The zero Delimiters mean DefaultDelimiters.
 func Escape(s string, d Delimiters) string {
@@ -199,6 +200,9 @@ func escapeSeq(c byte, d Delimiters) string {
 	case d.Truncation != 0 && c == d.Truncation:
 		return "P"
 	case c == '\n':
+		if d.Component == '.' || d.Repetition == '.' || d.Subcomponent == '.' || d.Truncation == '.' {
+			return "X0A" // \.br\ would be split at the delimiter
+		}
 		return ".br"
 	case c == '\r':
 		return "X0D"

@@ -120,6 +120,7 @@ func TestEscapeRoundTrip(t *testing.T) {
 		DefaultDelimiters,
 		{Field: '|', Component: '^', Repetition: '~', Escape: '\\', Subcomponent: '&', Truncation: '#'},
 		{Field: '#', Component: '*', Repetition: '$', Escape: '!', Subcomponent: '%'},
+		{Field: '|', Component: '!', Repetition: '"', Escape: '#', Subcomponent: '.'},
 	}
 	rng := rand.New(rand.NewPCG(1, 2))
 	for _, d := range delims {

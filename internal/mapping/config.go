@@ -65,6 +65,7 @@ type fieldSpec struct {
 	Fallback bool           `yaml:"fallback"`
 	Skip     bool           `yaml:"skip"`
 	Set      map[string]any `yaml:"set"`
+	Ext      []string       `yaml:"ext"`
 }
 
 type codemapFile struct {
@@ -177,6 +178,7 @@ type fieldRule struct {
 	fallback bool // applies only while the target's top element is absent
 	skip     bool // a required value missing drops the resource with a warning instead of failing the message
 	set      map[string]any
+	ext      []string // urls of the extension items made on the way, outermost first
 }
 
 // segPath is a compiled "PID-3(2).4.1"; zero rep/comp/sub mean "all
@@ -581,12 +583,28 @@ func compileKeys(doc *yamlDoc, at string, keys []string) ([]idKey, error) {
 }
 
 func (e *Engine) compileField(doc *yamlDoc, at, resource string, fs *fieldSpec) (*fieldRule, error) {
-	r := &fieldRule{required: fs.Required, join: fs.Join, fallback: fs.Fallback, skip: fs.Skip, set: fs.Set, table: fs.Table}
+	r := &fieldRule{required: fs.Required, join: fs.Join, fallback: fs.Fallback, skip: fs.Skip, set: fs.Set, table: fs.Table, ext: fs.Ext}
 	t, err := resolveTarget(resource, fs.To)
 	if err != nil {
 		return nil, doc.errf(at+".to", "%s", err)
 	}
 	r.to = t
+	if len(fs.Ext) > 0 {
+		n := 0
+		for _, st := range t.steps[:len(t.steps)-1] {
+			if st.name == "extension" {
+				n++
+			}
+		}
+		if n != len(fs.Ext) {
+			return nil, doc.errf(at+".ext", "%d extension urls for %d extension steps in %s", len(fs.Ext), n, fs.To)
+		}
+		for _, u := range fs.Ext {
+			if !strings.Contains(u, ":") && strings.Contains(u, "/") {
+				return nil, doc.errf(at+".ext", "extension url %q is neither absolute nor a simple name", u)
+			}
+		}
+	}
 	if err := checkSet(resource, t, fs.Set); err != nil {
 		return nil, doc.errf(at+".set", "%s", err)
 	}

@@ -81,11 +81,17 @@ func init() {
 		"CX":   {targets: set("Identifier", "string"), fn: convCX},
 		"EI":   {targets: set("Identifier", "string"), fn: convEI},
 		"XTN":  {targets: set("ContactPoint"), codemaps: []string{"telecom-use", "telecom-system"}, fn: convXTN},
+		"XTNH": {targets: set("ContactPoint"), codemaps: []string{"telecom-use", "telecom-system"}, fn: xtnUse("home")},
+		"XTNW": {targets: set("ContactPoint"), codemaps: []string{"telecom-use", "telecom-system"}, fn: xtnUse("work")},
 		"XCN":  {targets: set("Reference", "HumanName"), fn: convXCN},
 		"XON":  {targets: set("Reference", "string"), fn: convXON},
 		"PL":   {targets: set("Reference", "string"), fn: convPL},
 		"DR":   {targets: set("Period"), fn: convDR},
 		"BOOL": {targets: set("boolean"), fn: convBool},
+		"JOIN": {targets: set("string"), fn: convJoin},
+		"RACE": {targets: set("Extension"), fn: convRace},
+		"ETHN": {targets: set("Extension"), fn: convEthnicity},
+		"HD":   {targets: set("Reference", "url", "uri", "BackboneElement"), fn: convHD},
 		"OBX5": {targets: set("Quantity", "CodeableConcept", "string", "Range", "Ratio", "dateTime", "time", "integer", "boolean"), fn: convOBX5},
 	}
 }
@@ -799,11 +805,22 @@ func convXPN(c *cv, r *hl7v2.Rep) (string, any) {
 	if c.types[0] == "string" {
 		return "string", nameText(n)
 	}
+	if g := comp(r, 15); g != "" {
+		given, _ := n["given"].([]any)
+		n["given"] = append(given, g)
+	}
+	if s := comp(r, 14); s != "" {
+		suffix, _ := n["suffix"].([]any)
+		n["suffix"] = append(suffix, s)
+	}
 	if u := c.mc.codemapValue("name-use", comp(r, 7)); u != "" {
 		n["use"] = u
 	}
 	if p := c.period(r, 12, 13); p != nil {
 		n["period"] = p
+	} else if t, ok := parseTS(sub(r, 10, 1)); ok {
+		v, _ := t.render("dateTime", c.mc.prof.loc)
+		n["period"] = map[string]any{"start": v}
 	}
 	return "HumanName", n
 }
@@ -918,7 +935,33 @@ func (c *cv) cxIdentifier(r *hl7v2.Rep) map[string]any {
 	if p := c.period(r, 7, 8); p != nil {
 		id["period"] = p
 	}
+	if a := c.hdOrganization(sub(r, 4, 1), sub(r, 4, 2), sub(r, 4, 3)); a != nil {
+		id["assigner"] = a
+	}
 	return id
+}
+
+// hdOrganization makes the Organization an assigning authority (HD with
+// both a namespace and a universal id) stands for and references it; nil
+// for an authority named by one part only, which the identifier's system
+// already carries.
+func (c *cv) hdOrganization(ns, uid, uidType string) map[string]any {
+	if ns == "" || uid == "" {
+		return nil
+	}
+	first := map[string]any{"value": ns}
+	if sys := c.mc.identifierSystem(ns, "", ""); sys != "" {
+		first["system"] = sys
+	}
+	second := map[string]any{"value": uid}
+	if isOID(uid) && (uidType == "ISO" || uidType == "") {
+		second["value"], second["system"] = "urn:oid:"+uid, "urn:ietf:rfc:3986"
+	}
+	if uidType != "" && validCode(uidType) {
+		second["type"] = map[string]any{"coding": []any{map[string]any{"system": v2SystemPrefix + "0301", "code": uidType}}}
+	}
+	id := StableID(c.mc.tenant, "Organization", "authority", ns, uid, uidType)
+	return c.mc.side("Organization", id, map[string]any{"identifier": []any{first, second}})
 }
 
 func convCX(c *cv, r *hl7v2.Rep) (string, any) {
@@ -996,6 +1039,20 @@ func convXTN(c *cv, r *hl7v2.Rep) (string, any) {
 	return "ContactPoint", cp
 }
 
+// xtnUse is XTN for a field whose meaning gives the use (PID-13 home,
+// PID-14 business) when XTN-2 does not.
+func xtnUse(use string) func(*cv, *hl7v2.Rep) (string, any) {
+	return func(c *cv, r *hl7v2.Rep) (string, any) {
+		t, v := convXTN(c, r)
+		if cp, ok := v.(map[string]any); ok {
+			if _, has := cp["use"]; !has {
+				cp["use"] = use
+			}
+		}
+		return t, v
+	}
+}
+
 // convXCN makes a Practitioner (identifier and name) and references it.
 func convXCN(c *cv, r *hl7v2.Rep) (string, any) {
 	idv := comp(r, 1)
@@ -1020,11 +1077,29 @@ func convXCN(c *cv, r *hl7v2.Rep) (string, any) {
 		} else {
 			id = StableID(c.mc.tenant, "Practitioner", c.mc.sender, idv)
 		}
+		if t := comp(r, 13); t != "" {
+			if d, ok := tableDisplay("0203", t); ok {
+				ident["type"] = map[string]any{"coding": []any{map[string]any{"system": v2SystemPrefix + "0203", "code": t, "display": d}}}
+			}
+		}
+		if a := c.hdOrganization(sub(r, 9, 1), sub(r, 9, 2), sub(r, 9, 3)); a != nil {
+			ident["assigner"] = a
+		}
 		p["identifier"] = []any{ident}
 	} else {
 		id = StableID(c.mc.tenant, "Practitioner", c.mc.sender, "name", nameKey(name))
 	}
 	if name != nil {
+		if u := c.mc.codemapValue("name-use", comp(r, 10)); u != "" {
+			name["use"] = u
+		}
+		if s := comp(r, 21); s != "" {
+			suffix, _ := name["suffix"].([]any)
+			name["suffix"] = append(suffix, s)
+		}
+		if pd := c.period(r, 19, 20); pd != nil {
+			name["period"] = pd
+		}
 		p["name"] = []any{name}
 	}
 	return "Reference", c.mc.side("Practitioner", id, p)
@@ -1077,6 +1152,9 @@ func convXON(c *cv, r *hl7v2.Rep) (string, any) {
 		} else {
 			id = StableID(c.mc.tenant, "Organization", c.mc.sender, idv)
 		}
+		if t := comp(r, 7); t != "" && validCode(t) {
+			ident["type"] = map[string]any{"coding": []any{map[string]any{"system": v2SystemPrefix + "0203", "code": t}}}
+		}
 		o["identifier"] = []any{ident}
 	} else {
 		id = StableID(c.mc.tenant, "Organization", c.mc.sender, "name", name)
@@ -1084,41 +1162,234 @@ func convXON(c *cv, r *hl7v2.Rep) (string, any) {
 	return "Reference", c.mc.side("Organization", id, o)
 }
 
-// convPL makes a Location named after the point of care, room, bed,
-// facility, building and floor, and references it.
+// plLevels are the PL components that name a place, from the most to
+// the least specific, with the location-physical-type each one gets.
+var plLevels = [...]struct {
+	comp int
+	kind string
+}{{3, "bd"}, {2, "ro"}, {1, "lvl"}, {8, "lvl"}, {7, "bu"}, {4, "si"}}
+
+const physicalTypeSystem = "http://terminology.hl7.org/CodeSystem/location-physical-type"
+
+// convPL makes one Location per named component of a PL (bed, room, point
+// of care, floor, building, facility), each partOf the next broader one
+// as the V2-to-FHIR IG's PL map does, and references the most specific.
+// Every Location carries the whole PL (its non-empty values joined by
+// "--") as description; its id is the sender, that description and the
+// component, so the same place named twice in a message is made once.
 func convPL(c *cv, r *hl7v2.Rep) (string, any) {
-	var parts []string
-	for _, i := range []int{1, 2, 3} {
-		if v := sub(r, i, 1); v != "" {
-			parts = append(parts, v)
+	var desc strings.Builder
+	for _, cp := range r.Comps {
+		for _, s := range cp.Subs {
+			if s = strings.TrimSpace(s); s != "" {
+				if desc.Len() > 0 {
+					desc.WriteString("--")
+				}
+				desc.WriteString(s)
+			}
 		}
 	}
-	facility := sub(r, 4, 1)
-	building, floor := comp(r, 7), comp(r, 8)
-	for _, v := range []string{building, floor, facility} {
-		if v != "" {
-			parts = append(parts, v)
-		}
-	}
-	if desc := comp(r, 9); desc != "" && len(parts) == 0 {
-		parts = append(parts, desc)
-	}
-	if len(parts) == 0 {
+	if desc.Len() == 0 {
 		return "", nil
 	}
-	name := strings.Join(parts, ", ")
+	d := desc.String()
 	if c.types[0] == "string" {
-		return "string", name
+		return "string", d
 	}
-	loc := map[string]any{"name": name}
-	if d := comp(r, 9); d != "" {
-		loc["description"] = d
-	}
-	if t := comp(r, 6); t != "" {
-		if d, ok := tableDisplay("0305", t); ok {
-			loc["physicalType"] = map[string]any{"coding": []any{map[string]any{"system": v2SystemPrefix + "0305", "code": t, "display": d}}}
+	var ref map[string]any
+	var child *instance
+	for _, lv := range plLevels {
+		name := sub(r, lv.comp, 1)
+		if name == "" {
+			continue
+		}
+		loc := map[string]any{
+			"name":         name,
+			"mode":         "instance",
+			"description":  d,
+			"physicalType": map[string]any{"coding": []any{map[string]any{"system": physicalTypeSystem, "code": lv.kind}}},
+		}
+		if uid := sub(r, lv.comp, 2); uid != "" && isOID(uid) {
+			loc["identifier"] = []any{map[string]any{"system": "urn:ietf:rfc:3986", "value": "urn:oid:" + uid}}
+		}
+		id := StableID(c.mc.tenant, "Location", c.mc.sender, d, strconv.Itoa(lv.comp))
+		rf := c.mc.side("Location", id, loc)
+		if child != nil {
+			if _, ok := child.content["partOf"]; !ok {
+				child.content["partOf"] = rf
+			}
+		}
+		child = c.mc.sideIdx["Location/"+id]
+		if ref == nil {
+			ref = rf
 		}
 	}
-	id := StableID(c.mc.tenant, "Location", c.mc.sender, name)
-	return "Reference", c.mc.side("Location", id, loc)
+	if ref == nil { // only a description or a location type
+		return "", nil
+	}
+	return "Reference", ref
+}
+
+// hdURI is the URI an HD names: urn:oid: for an ISO OID, the universal id
+// itself when it is a URI; "" otherwise.
+func hdURI(uid, uidType string) string {
+	switch {
+	case uid == "":
+		return ""
+	case isOID(uid) && (uidType == "ISO" || uidType == ""):
+		return "urn:oid:" + uid
+	case strings.HasPrefix(uid, "http://") || strings.HasPrefix(uid, "https://") || strings.HasPrefix(uid, "urn:"):
+		return uid
+	}
+	return ""
+}
+
+// convHD maps a hierarchic designator: to the Organization it names (a
+// facility), to its URI (an endpoint), or to a message source or
+// destination (name and endpoint; from MSH, the destination's receiver is
+// the MSH-6 facility).
+func convHD(c *cv, r *hl7v2.Rep) (string, any) {
+	ns, uid, ut := comp(r, 1), comp(r, 2), comp(r, 3)
+	if ns == "" && uid == "" {
+		return "", nil
+	}
+	switch t := c.types[0]; t {
+	case "url", "uri":
+		if u := hdURI(uid, ut); u != "" {
+			return t, u
+		}
+		return "", nil
+	case "BackboneElement": // MessageHeader.source or .destination
+		if c.rule.to.steps[0].name == "destination" {
+			t = "MessageDestination"
+		}
+		v := map[string]any{}
+		if ns != "" {
+			v["name"] = ns
+		}
+		if u := hdURI(uid, ut); u != "" {
+			v["endpoint"] = u
+		} else if t == "MessageDestination" || ns == "" {
+			return "", nil // endpoint is required
+		} else {
+			v["endpoint"] = "urn:fhirgate:application:" + urlSafe(ns)
+		}
+		if t == "MessageDestination" && c.seg != nil && c.seg.Name == "MSH" {
+			t = "BackboneElement"
+			if f := c.seg.Field(6); f != nil {
+				if fr := f.Rep(1); fr != nil && !empty(fr) {
+					if ref := c.hdOrg(comp(fr, 1), comp(fr, 2), comp(fr, 3)); ref != nil {
+						v["receiver"] = ref
+					}
+				}
+			}
+		}
+		return "BackboneElement", v
+	}
+	ref := c.hdOrg(ns, uid, ut)
+	if ref == nil {
+		return "", nil
+	}
+	return "Reference", ref
+}
+
+// hdOrg makes the Organization a facility HD names: its namespace and
+// universal id as identifiers.
+func (c *cv) hdOrg(ns, uid, ut string) map[string]any {
+	if ns != "" && uid != "" {
+		return c.hdOrganization(ns, uid, ut)
+	}
+	v := ns
+	if v == "" {
+		v = uid
+	}
+	if v == "" {
+		return nil
+	}
+	ident := map[string]any{"value": v}
+	if u := hdURI(uid, ut); u != "" {
+		ident["value"], ident["system"] = u, "urn:ietf:rfc:3986"
+	} else if sys := c.mc.identifierSystem(ns, "", ""); sys != "" {
+		ident["system"] = sys
+	}
+	id := StableID(c.mc.tenant, "Organization", "authority", ns, uid, ut)
+	return c.mc.side("Organization", id, map[string]any{"identifier": []any{ident}})
+}
+
+// convJoin renders every non-empty value of a field, components and
+// subcomponents in order, joined by "--" (e.g. a mother's maiden name).
+func convJoin(c *cv, r *hl7v2.Rep) (string, any) {
+	var b strings.Builder
+	for _, cp := range r.Comps {
+		for _, s := range cp.Subs {
+			if s = strings.TrimSpace(s); s != "" {
+				if b.Len() > 0 {
+					b.WriteString("--")
+				}
+				b.WriteString(s)
+			}
+		}
+	}
+	if b.Len() == 0 {
+		return "", nil
+	}
+	return "string", b.String()
+}
+
+const cdcRaceSystem = "urn:oid:2.16.840.1.113883.6.238"
+
+// convRace makes the US Core race extension from every repetition of the
+// field (map it from its first repetition, e.g. PID-10(1)): one
+// ombCategory per CDC race code and the displays joined by "+" as text.
+func convRace(c *cv, r *hl7v2.Rep) (string, any) {
+	f := c.seg.Field(c.rule.from.field)
+	if f == nil {
+		return "", nil
+	}
+	var subs []any
+	var text []string
+	for i := range f.Reps {
+		rp := &f.Reps[i]
+		code, display := comp(rp, 1), comp(rp, 2)
+		if code == "" || !validCode(code) {
+			continue
+		}
+		coding := map[string]any{"system": cdcRaceSystem, "code": code}
+		if display != "" {
+			coding["display"] = display
+			text = append(text, display)
+		}
+		subs = append(subs, map[string]any{"url": "ombCategory", "valueCoding": coding})
+	}
+	if len(subs) == 0 {
+		return "", nil
+	}
+	if len(text) > 0 {
+		subs = append(subs, map[string]any{"url": "text", "valueString": strings.Join(text, "+")})
+	}
+	return "Extension", map[string]any{"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race", "extension": subs}
+}
+
+// ethnicities maps HL7 table 0189 and CDC ethnicity codes to the OMB
+// categories of the US Core ethnicity extension.
+var ethnicities = map[string][2]string{
+	"H": {"2135-2", "Hispanic or Latino"}, "2135-2": {"2135-2", "Hispanic or Latino"},
+	"N": {"2186-5", "Non Hispanic or Latino"}, "2186-5": {"2186-5", "Non Hispanic or Latino"},
+}
+
+// convEthnicity makes the US Core ethnicity extension from one PID-22
+// repetition; codes outside the OMB categories are kept as text only.
+func convEthnicity(c *cv, r *hl7v2.Rep) (string, any) {
+	code, display := comp(r, 1), comp(r, 2)
+	var subs []any
+	text := display
+	if e, ok := ethnicities[code]; ok {
+		subs = append(subs, map[string]any{"url": "ombCategory", "valueCoding": map[string]any{"system": cdcRaceSystem, "code": e[0], "display": e[1]}})
+		text = e[1]
+	}
+	if text == "" {
+		return "", nil
+	}
+	subs = append(subs, map[string]any{"url": "text", "valueString": text})
+	return "Extension", map[string]any{"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity", "extension": subs}
 }

@@ -1,7 +1,6 @@
 package mapping
 
 import (
-	"bytes"
 	"encoding/json"
 	"sort"
 	"strconv"
@@ -180,7 +179,7 @@ func (e *Engine) Map(m *hl7v2.Message, tenant string) (*Output, error) {
 		for _, in := range list {
 			for _, rr := range in.p.refs {
 				for _, t := range mc.resolve(in, rr.ref, rr.all) {
-					put(in.content, rr.to, "Reference", map[string]any{"reference": t.typ + "/" + t.id}, rr.set)
+					put(in.content, rr.to, "Reference", map[string]any{"reference": t.typ + "/" + t.id}, rr.set, nil)
 				}
 			}
 		}
@@ -193,7 +192,7 @@ func (e *Engine) Map(m *hl7v2.Message, tenant string) (*Output, error) {
 		all = append(all, list...)
 	}
 	all = append(all, mc.sides...)
-	done := map[string]bool{}
+	done := make(map[string]bool, len(all))
 	for _, in := range all {
 		key := in.typ + "/" + in.id
 		if done[key] {
@@ -223,32 +222,22 @@ func (mc *mctx) occOf(s *hl7v2.Segment) int {
 	return mc.occ[s.Index]
 }
 
-// render builds the resource JSON (resourceType and id first) and parses
-// it. encoding/json output is compact, valid UTF-8 and free of duplicate
-// names, so the Compact checks of fhir.Parse are skipped.
+// render builds the resource JSON (resourceType and id first, then the
+// members sorted) with appendJSON and parses it; the bytes are compact,
+// valid UTF-8 and free of duplicate names, so the Compact checks of
+// fhir.Parse are skipped. The Resource keeps the bytes, so each render
+// has its own buffer.
 func render(in *instance) (*fhir.Resource, error) {
-	var buf bytes.Buffer
-	buf.Grow(512)
-	buf.WriteString(`{"resourceType":`)
-	tb, _ := json.Marshal(in.typ)
-	buf.Write(tb)
-	buf.WriteString(`,"id":`)
-	ib, _ := json.Marshal(in.id)
-	buf.Write(ib)
-	if len(in.content) > 0 {
-		var body bytes.Buffer
-		enc := json.NewEncoder(&body)
-		enc.SetEscapeHTML(false)
-		if err := enc.Encode(in.content); err != nil {
-			return nil, err
-		}
-		b := bytes.TrimSpace(body.Bytes())
-		buf.WriteByte(',')
-		buf.Write(b[1:])
-	} else {
-		buf.WriteByte('}')
+	b := make([]byte, 0, 512)
+	b = append(b, `{"resourceType":`...)
+	b = appendString(b, in.typ)
+	b = append(b, `,"id":`...)
+	b = appendString(b, in.id)
+	var err error
+	if b, err = appendMembers(b, in.content); err != nil {
+		return nil, err
 	}
-	return fhir.ParseCompacted(buf.Bytes())
+	return fhir.ParseCompacted(append(b, '}'))
 }
 
 // side registers a resource made by a converter (Practitioner,
@@ -369,7 +358,7 @@ func (mc *mctx) fill(in *instance) bool {
 			}
 		}
 		if !r.hasFrom {
-			put(in.content, r.to, r.to.last().types[0], r.constVal, r.set)
+			put(in.content, r.to, r.to.last().types[0], r.constVal, r.set, r.ext)
 			continue
 		}
 		var reps []*hl7v2.Rep
@@ -419,7 +408,7 @@ func (mc *mctx) fill(in *instance) bool {
 			if v == nil {
 				continue
 			}
-			if put(in.content, r.to, typ, v, r.set) {
+			if put(in.content, r.to, typ, v, r.set, r.ext) {
 				produced++
 			}
 			if single && produced > 0 {
@@ -461,8 +450,9 @@ func (t *target) repeats() bool {
 // put stores v (of FHIR type typ) at t in obj. Array steps on the way get
 // a new item per value; a singular element already set is left alone (so
 // a later rule to the same element is a fallback). set adds constant
-// siblings beside the value. It reports whether v was stored.
-func put(obj map[string]any, t *target, typ string, v any, set map[string]any) bool {
+// siblings beside the value; ext names the url of each extension item
+// made on the way. It reports whether v was stored.
+func put(obj map[string]any, t *target, typ string, v any, set map[string]any, ext []string) bool {
 	cur := obj
 	n := len(t.steps)
 	for _, st := range t.steps[:n-1] {
@@ -472,6 +462,9 @@ func put(obj map[string]any, t *target, typ string, v any, set map[string]any) b
 		}
 		if st.array {
 			item := map[string]any{}
+			if st.name == "extension" && len(ext) > 0 {
+				item["url"], ext = ext[0], ext[1:]
+			}
 			arr, _ := cur[key].([]any)
 			cur[key] = append(arr, item)
 			cur = item

@@ -108,8 +108,33 @@ func TestMapADTA01(t *testing.T) {
 	if obs["subject"].(map[string]any)["reference"] != "Patient/"+wantID {
 		t.Errorf("subject = %v", obs["subject"])
 	}
-	if len(byType(out, "Practitioner")) != 1 || len(byType(out, "Location")) != 1 {
-		t.Errorf("want one Practitioner and one Location")
+	// ICU^101^A^MAIN: point of care, room, bed and facility, each partOf
+	// the broader one; the Encounter refers to the bed.
+	locs := map[string]map[string]any{}
+	for _, r := range out.Resources {
+		if r.Type == "Location" {
+			locs["Location/"+r.ID] = r.Content
+		}
+	}
+	if len(byType(out, "Practitioner")) != 1 || len(locs) != 4 {
+		t.Errorf("want one Practitioner and four Locations, got %d", len(locs))
+	}
+	var chain []string
+	ref := enc["location"].([]any)[0].(map[string]any)["location"].(map[string]any)["reference"].(string)
+	for ref != "" && len(chain) < 5 {
+		l := locs[ref]
+		chain = append(chain, l["name"].(string)+"/"+l["physicalType"].(map[string]any)["coding"].([]any)[0].(map[string]any)["code"].(string))
+		ref = ""
+		if p, ok := l["partOf"].(map[string]any); ok {
+			ref = p["reference"].(string)
+		}
+	}
+	if diff := cmp.Diff([]string{"A/bd", "101/ro", "ICU/lvl", "MAIN/si"}, chain); diff != "" {
+		t.Errorf("location chain (-want +got):\n%s", diff)
+	}
+	hdr := byType(out, "MessageHeader")
+	if len(hdr) != 1 || hdr[0]["eventCoding"].(map[string]any)["code"] != "A01" || hdr[0]["source"].(map[string]any)["name"] != "EPIC" {
+		t.Errorf("MessageHeader = %v", hdr)
 	}
 	// Re-sent: same ids.
 	again, err := mapMsg(t, e, adtA01)

@@ -1,0 +1,96 @@
+package mapping
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestAppendJSON checks that the hand-rolled encoder writes exactly what
+// encoding/json (HTML escaping off) writes for converter values.
+func TestAppendJSON(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		v    any
+	}{
+		{"scalars", map[string]any{"s": "x", "b": true, "n": json.Number("5.40"), "i": 3, "i64": int64(-2), "u": uint64(7), "f": 1.5, "nil": nil}},
+		{"nested", map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": "2345-7"}}, "text": "Glucose"}},
+		{"escapes", map[string]any{"q": "a\"b\\c\nd\re\tf\x01g<h>&i\u2028j\u2029k", "bad": "x\xffy", "ü": "é"}},
+		{"empty", map[string]any{"m": map[string]any{}, "a": []any{}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var want bytes.Buffer
+			enc := json.NewEncoder(&want)
+			enc.SetEscapeHTML(false)
+			if err := enc.Encode(tc.v); err != nil {
+				t.Fatal(err)
+			}
+			got, err := appendJSON(nil, tc.v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(string(bytes.TrimSpace(want.Bytes())), string(got)); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestPatientExtensions maps the demographic extensions of PID and the
+// MessageHeader of MSH.
+func TestPatientExtensions(t *testing.T) {
+	t.Parallel()
+	e := loadEngine(t)
+	out, err := mapMsg(t, e, `MSH|^~\&|APP^1.2.3^ISO|FAC|RCV^2.3.4^ISO|RFAC|20240301||ADT^A04^ADT_A01|C9|P|2.5.1
+PID|1||77^^^MRN^MR||Doe^Jane||19800102|F||2106-3^White^CDCREC~2028-9^Asian^CDCREC||||||||||||N^Not Hispanic^HL70189|Springfield|||US^United States^ISO3166_1
+PV1|1|O
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := byType(out, "Patient")[0]
+	byURL := map[string]any{}
+	for _, x := range p["extension"].([]any) {
+		m := x.(map[string]any)
+		byURL[m["url"].(string)] = m
+	}
+	race := byURL["http://hl7.org/fhir/us/core/StructureDefinition/us-core-race"]
+	wantRace := map[string]any{"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race", "extension": []any{
+		map[string]any{"url": "ombCategory", "valueCoding": map[string]any{"system": cdcRaceSystem, "code": "2106-3", "display": "White"}},
+		map[string]any{"url": "ombCategory", "valueCoding": map[string]any{"system": cdcRaceSystem, "code": "2028-9", "display": "Asian"}},
+		map[string]any{"url": "text", "valueString": "White+Asian"},
+	}}
+	if diff := cmp.Diff(wantRace, race); diff != "" {
+		t.Errorf("race (-want +got):\n%s", diff)
+	}
+	eth := byURL["http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity"].(map[string]any)
+	if c := eth["extension"].([]any)[0].(map[string]any)["valueCoding"].(map[string]any)["code"]; c != "2186-5" {
+		t.Errorf("ethnicity code %v", c)
+	}
+	bp := byURL["http://hl7.org/fhir/StructureDefinition/patient-birthPlace"].(map[string]any)
+	if diff := cmp.Diff(map[string]any{"text": "Springfield"}, bp["valueAddress"]); diff != "" {
+		t.Errorf("birthPlace (-want +got):\n%s", diff)
+	}
+	cz := byURL["http://hl7.org/fhir/StructureDefinition/patient-citizenship"].(map[string]any)
+	if u := cz["extension"].([]any)[0].(map[string]any)["url"]; u != "code" {
+		t.Errorf("citizenship inner url %v", u)
+	}
+	h := byType(out, "MessageHeader")[0]
+	want := map[string]any{"name": "APP", "endpoint": "urn:oid:1.2.3"}
+	if diff := cmp.Diff(want, h["source"]); diff != "" {
+		t.Errorf("source (-want +got):\n%s", diff)
+	}
+	if d := h["destination"].([]any)[0].(map[string]any); d["endpoint"] != "urn:oid:2.3.4" || d["receiver"] == nil {
+		t.Errorf("destination %v", d)
+	}
+	for _, r := range out.Resources {
+		if r.Type == "MessageHeader" && r.ID != StableID("t1", "MessageHeader", "APP|FAC", "C9") {
+			t.Errorf("MessageHeader id %s is not the sender + control id", r.ID)
+		}
+	}
+}
