@@ -2,7 +2,6 @@ package ingest
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -193,7 +192,9 @@ func (h *HL7) process(ctx context.Context, tenant string, raw []byte, now time.T
 			}
 			targets = append(targets, fmt.Sprintf("%s/%s/_history/%d", v.Type, v.ID, v.Version))
 		}
-		prov, err := provenance(provID, targets, sender, cid, mtype, out.Version, tx.Now())
+		prov, err := buildProvenance(provenanceSpec{ID: provID, Targets: targets, AgentSystem: "urn:fhirgate:hl7v2:sender", Agent: sender,
+			EntitySystem: "urn:fhirgate:hl7v2:control-id", Entity: sender + "|" + cid, EntityDisplay: "HL7 v2 " + mtype,
+			Assembler: "fhirgate HL7 v2 mapping " + out.Version, At: tx.Now()})
 		if err != nil {
 			return err
 		}
@@ -305,51 +306,4 @@ func validationErrs(r *fhir.Resource, err error) []hl7v2.AckError {
 			Text: fmt.Sprintf("mapped %s is invalid at %s: %s", r.Type, strings.Join(is.Expression, ","), is.Diagnostics)})
 	}
 	return out
-}
-
-// provenance records where a set of resources came from: the sender, the
-// message control id and type, and the mapping version.
-func provenance(id string, targets []string, sender, cid, mtype, version string, at time.Time) (*fhir.Resource, error) {
-	type ref struct {
-		Reference  string `json:"reference,omitempty"`
-		Display    string `json:"display,omitempty"`
-		Identifier *struct {
-			System string `json:"system"`
-			Value  string `json:"value"`
-		} `json:"identifier,omitempty"`
-	}
-	ident := func(system, value string) *struct {
-		System string `json:"system"`
-		Value  string `json:"value"`
-	} {
-		return &struct {
-			System string `json:"system"`
-			Value  string `json:"value"`
-		}{system, value}
-	}
-	tgt := make([]ref, len(targets))
-	for i, t := range targets {
-		tgt[i] = ref{Reference: t}
-	}
-	doc := map[string]any{
-		"resourceType": "Provenance",
-		"id":           id,
-		"target":       tgt,
-		"recorded":     fhir.FormatInstant(at),
-		"activity": map[string]any{"coding": []map[string]string{{
-			"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "UPDATE"}}},
-		"agent": []map[string]any{
-			{"type": map[string]any{"coding": []map[string]string{{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "author"}}},
-				"who": ref{Identifier: ident("urn:fhirgate:hl7v2:sender", sender)}},
-			{"type": map[string]any{"coding": []map[string]string{{"system": "http://terminology.hl7.org/CodeSystem/provenance-participant-type", "code": "assembler"}}},
-				"who": ref{Display: "fhirgate HL7 v2 mapping " + version}},
-		},
-		"entity": []map[string]any{{"role": "source",
-			"what": ref{Identifier: ident("urn:fhirgate:hl7v2:control-id", sender+"|"+cid), Display: "HL7 v2 " + mtype}}},
-	}
-	b, err := json.Marshal(doc)
-	if err != nil {
-		return nil, err
-	}
-	return fhir.Parse(b)
 }

@@ -34,7 +34,7 @@ type env struct {
 	addr   string
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	pool := databasetest.NewPool(t)
 	engine, err := mapping.Load("../../mappings")
@@ -63,7 +63,7 @@ func newEnv(t *testing.T) *env {
 	return &env{pool: pool, st: st, intake: intake, addr: ln.Addr().String()}
 }
 
-func (e *env) send(t *testing.T, msg string) string {
+func (e *env) send(t testing.TB, msg string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

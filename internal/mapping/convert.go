@@ -267,11 +267,15 @@ func convID(c *cv, r *hl7v2.Rep) (string, any) {
 
 // systemURI turns an HL7 "name of coding system" into a code system URI;
 // "" when unknown.
-func (mc *mctx) systemURI(name string) string {
+func (mc *mctx) systemURI(name string) string { return mc.e.systemURI(name) }
+
+// systemURI turns an HL7 "name of coding system" (or an OID or URI) into
+// a code system URI; "" when unknown.
+func (e *Engine) systemURI(name string) string {
 	if name == "" {
 		return ""
 	}
-	if u, ok := mc.e.systems[name]; ok {
+	if u, ok := e.systems[name]; ok {
 		return u
 	}
 	if len(name) == 7 && strings.HasPrefix(name, "HL7") && allDigits(name[3:]) {
@@ -393,12 +397,18 @@ func convCWE(c *cv, r *hl7v2.Rep) (string, any) {
 
 // concept applies the source profile's concept maps to one coding.
 func (mc *mctx) concept(rawSystem, uri, code string) (map[string]any, bool) {
-	if len(mc.prof.concepts) == 0 {
+	return mc.prof.concept(rawSystem, uri, code)
+}
+
+// concept looks a coding up in the profile's concept maps, by the system
+// as sent and by its URI, and returns the standard coding.
+func (p *profile) concept(rawSystem, uri, code string) (map[string]any, bool) {
+	if len(p.concepts) == 0 {
 		return nil, false
 	}
-	r, ok := mc.prof.concepts[rawSystem+"\x1f"+code]
+	r, ok := p.concepts[rawSystem+"\x1f"+code]
 	if !ok && uri != "" {
-		r, ok = mc.prof.concepts[uri+"\x1f"+code]
+		r, ok = p.concepts[uri+"\x1f"+code]
 	}
 	if !ok {
 		return nil, false
@@ -841,8 +851,12 @@ func nameText(n map[string]any) string {
 func convXAD(c *cv, r *hl7v2.Rep) (string, any) {
 	a := map[string]any{}
 	var lines []any
-	if l := sub(r, 1, 1); l != "" {
-		lines = append(lines, l)
+	// XAD-1 is an SAD: street or mailing address, street name, dwelling
+	// number; each part sent is a line, as the V2-to-FHIR IG maps it.
+	for s := 1; s <= 3; s++ {
+		if l := sub(r, 1, s); l != "" {
+			lines = append(lines, l)
+		}
 	}
 	if l := comp(r, 2); l != "" {
 		lines = append(lines, l)
@@ -850,10 +864,16 @@ func convXAD(c *cv, r *hl7v2.Rep) (string, any) {
 	if len(lines) > 0 {
 		a["line"] = lines
 	}
-	for k, i := range map[string]int{"city": 3, "state": 4, "postalCode": 5, "country": 6, "district": 9} {
+	for k, i := range map[string]int{"city": 3, "state": 4, "postalCode": 5, "country": 6} {
 		if v := comp(r, i); v != "" {
 			a[k] = v
 		}
+	}
+	// XAD-9 county is a CWE: its text, else its code.
+	if v := sub(r, 9, 2); v != "" {
+		a["district"] = v
+	} else if v := sub(r, 9, 1); v != "" {
+		a["district"] = v
 	}
 	if len(a) == 0 {
 		return "", nil
@@ -875,13 +895,17 @@ func convXAD(c *cv, r *hl7v2.Rep) (string, any) {
 // universal id, universal id type) to a system URI: the source profile's
 // map, then urn:oid: for an ISO OID, then the profile's template.
 func (mc *mctx) identifierSystem(ns, uid, uidType string) string {
+	return mc.prof.identifierSystem(ns, uid, uidType)
+}
+
+func (p *profile) identifierSystem(ns, uid, uidType string) string {
 	if ns != "" {
-		if s, ok := mc.prof.idSystems[ns]; ok {
+		if s, ok := p.idSystems[ns]; ok {
 			return s
 		}
 	}
 	if uid != "" {
-		if s, ok := mc.prof.idSystems[uid]; ok {
+		if s, ok := p.idSystems[uid]; ok {
 			return s
 		}
 		if isOID(uid) && (uidType == "ISO" || uidType == "") {
@@ -895,10 +919,10 @@ func (mc *mctx) identifierSystem(ns, uid, uidType string) string {
 	if auth == "" {
 		auth = uid
 	}
-	if auth == "" || mc.prof.sysTemplate == "" {
+	if auth == "" || p.sysTemplate == "" {
 		return ""
 	}
-	return strings.ReplaceAll(mc.prof.sysTemplate, "{authority}", urlSafe(auth))
+	return strings.ReplaceAll(p.sysTemplate, "{authority}", urlSafe(auth))
 }
 
 func urlSafe(s string) string {
@@ -958,7 +982,11 @@ func (c *cv) hdOrganization(ns, uid, uidType string) map[string]any {
 		second["value"], second["system"] = "urn:oid:"+uid, "urn:ietf:rfc:3986"
 	}
 	if uidType != "" && validCode(uidType) {
-		second["type"] = map[string]any{"coding": []any{map[string]any{"system": v2SystemPrefix + "0301", "code": uidType}}}
+		coding := map[string]any{"system": v2SystemPrefix + "0301", "code": uidType}
+		if d, ok := tableDisplay("0301", uidType); ok {
+			coding["display"] = d
+		}
+		second["type"] = map[string]any{"coding": []any{coding}}
 	}
 	id := StableID(c.mc.tenant, "Organization", "authority", ns, uid, uidType)
 	return c.mc.side("Organization", id, map[string]any{"identifier": []any{first, second}})
@@ -1023,10 +1051,11 @@ func convXTN(c *cv, r *hl7v2.Rep) (string, any) {
 	}
 	cp["system"] = sys
 	cp["value"] = val
-	if equip == "CP" {
-		cp["use"] = "mobile"
-	} else if u := c.mc.codemapValue("telecom-use", comp(r, 2)); u != "" {
+	// XTN-2 says what the number is for; a cell phone without it is mobile.
+	if u := c.mc.codemapValue("telecom-use", comp(r, 2)); u != "" {
 		cp["use"] = u
+	} else if equip == "CP" {
+		cp["use"] = "mobile"
 	}
 	if p := c.period(r, 13, 14); p != nil {
 		cp["period"] = p

@@ -38,14 +38,12 @@ func (s *Store) HL7Ack(ctx context.Context, tenant, sender, controlID string) (a
 // produced, so the ACK is durable exactly when the resources are. A
 // concurrent duplicate loses with ErrRetry, and its retry finds this ACK.
 func (t *Tx) RecordHL7(ctx context.Context, r HL7Record) error {
-	if err := t.Flush(ctx); err != nil {
-		return err
-	}
-	_, err := t.tx.Exec(ctx, `INSERT INTO hl7_messages (tenant, sender, control_id, received_at, message_type,
+	// Sent with the Tx's last flush: no round trip of its own.
+	t.extra = append(t.extra, queued{`INSERT INTO hl7_messages (tenant, sender, control_id, received_at, message_type,
 			mapping_version, resources, provenance_id, ack, raw)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-		t.tenant, r.Sender, r.ControlID, r.ReceivedAt, r.MessageType, r.MappingVersion, r.Resources, r.ProvenanceID, r.ACK, r.Raw)
-	return classify("store: record hl7", err)
+		[]any{t.tenant, r.Sender, r.ControlID, r.ReceivedAt, r.MessageType, r.MappingVersion, r.Resources, r.ProvenanceID, r.ACK, r.Raw}})
+	return nil
 }
 
 // DeadLetter is a rejected HL7 v2 message.

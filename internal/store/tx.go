@@ -24,9 +24,15 @@ type Tx struct {
 	now     time.Time
 	pending map[key]bool
 	writes  []pendingWrite
+	extra   []queued // statements sent with the next flush
 	// prefetched holds current versions locked by Prefetch, for keys not
 	// yet written in this Tx (a write removes its entry).
 	prefetched map[key]prefetchedRow
+}
+
+type queued struct {
+	sql  string
+	args []any
 }
 
 type prefetchedRow struct {
@@ -220,7 +226,15 @@ func (t *Tx) Lock(ctx context.Context, name string) error {
 // Flush writes the buffered versions in one round trip.
 func (t *Tx) Flush(ctx context.Context) error {
 	if len(t.writes) == 0 {
-		return nil
+		if len(t.extra) == 0 {
+			return nil
+		}
+		b := &pgx.Batch{}
+		for _, q := range t.extra {
+			b.Queue(q.sql, q.args...)
+		}
+		t.extra = nil
+		return classify("store: write", t.tx.SendBatch(ctx, b).Close())
 	}
 	ws := t.writes
 	t.writes = nil
@@ -281,6 +295,10 @@ func (t *Tx) Flush(ctx context.Context) error {
 			t.tenant, ins.rid, ins.typ, ins.id, ins.version, ins.seq, ins.lu, ins.deleted, ins.method, ins.body)
 	}
 	ix.queue(b)
+	for _, q := range t.extra {
+		b.Queue(q.sql, q.args...)
+	}
+	t.extra = nil
 	if err := t.tx.SendBatch(ctx, b).Close(); err != nil {
 		if errors.Is(err, ErrRetry) {
 			return err
