@@ -86,7 +86,7 @@ func (c hl7Config) tlsConfig() (*tls.Config, error) {
 
 // reloadMappingsOnHUP reloads the mappings on SIGHUP; a mapping set that
 // fails to load is refused and the running one kept.
-func reloadMappingsOnHUP(ctx context.Context, dir string, h *ingest.HL7, logger *slog.Logger) {
+func reloadMappingsOnHUP(ctx context.Context, dir string, use func(*mapping.Engine), logger *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	go func() {
@@ -101,7 +101,7 @@ func reloadMappingsOnHUP(ctx context.Context, dir string, h *ingest.HL7, logger 
 					logger.Error("mapping reload refused; keeping the running mappings", "dir", dir, "error", err.Error())
 					continue
 				}
-				h.SetMapper(eng)
+				use(eng)
 				logger.Info("mappings reloaded", "version", eng.Version())
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync/atomic"
 	"time"
 
 	"github.com/fhirgate/fhirgate/internal/api"
@@ -123,7 +124,10 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 	st := store.New(pool)
 	writer := ingest.New(st, validate.Resource)
 	intake := ingest.NewHL7(writer, st, engine, logger)
-	reloadMappingsOnHUP(ctx, hc.Mappings, intake, logger)
+	var current atomic.Pointer[mapping.Engine]
+	current.Store(engine)
+	push := ingest.NewPush(writer, func() ingest.Normalizer { return current.Load() })
+	reloadMappingsOnHUP(ctx, hc.Mappings, func(e *mapping.Engine) { intake.SetMapper(e); current.Store(e) }, logger)
 	logger.Info("hl7v2 mappings loaded", "dir", hc.Mappings, "version", engine.Version())
 	if hc.MLLPAddr != "off" {
 		stop, err := startMLLP(ctx, hc, ac.Tenant, intake, logger)
@@ -132,7 +136,7 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 		}
 		defer stop()
 	}
-	srv := api.New(ac, writer, retrieve.New(st), pool.Ping, logger).WithHL7(intake)
+	srv := api.New(ac, writer, retrieve.New(st), pool.Ping, logger).WithHL7(intake).WithPush(push)
 	return listenAndServe(ctx, sc, srv.Handler(), logger)
 }
 

@@ -70,6 +70,7 @@ type Server struct {
 	log    *slog.Logger
 	caps   []byte // the CapabilityStatement, rendered once
 	hl7    HL7Intake
+	push   PushIntake
 }
 
 // New builds the API.
@@ -96,6 +97,7 @@ func (s *Server) Handler() http.Handler {
 		c.String(http.StatusOK, "ready\n")
 	})
 	e.POST("/hl7v2", s.postHL7)
+	e.POST("/ingest/fhir", s.negotiate, s.ingestFHIR)
 	fhirGroup := e.Group("/fhir", s.negotiate)
 	fhirGroup.Any("", s.route)
 	fhirGroup.Any("/*path", s.route)

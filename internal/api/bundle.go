@@ -255,6 +255,11 @@ func (s *Server) bundle(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	if source, ok := c.Request.Header[SourceHeader]; ok && s.push != nil {
+		// An EMR push: normalization, identity and provenance as HL7 v2.
+		s.pushBundle(c, body, strings.Join(source, ""))
+		return
+	}
 	b, err := ingest.ParseBundle(body)
 	if err != nil {
 		s.fail(c, err)
