@@ -2,8 +2,8 @@ package ingest
 
 import (
 	"bytes"
-	"encoding/json"
 	"context"
+	"encoding/json"
 	"fmt"
 
 	"github.com/fhirgate/fhirgate/internal/fhir"
