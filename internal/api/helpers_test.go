@@ -18,6 +18,7 @@ import (
 	"github.com/fhirgate/fhirgate/internal/api"
 	"github.com/fhirgate/fhirgate/internal/database/databasetest"
 	"github.com/fhirgate/fhirgate/internal/ingest"
+	"github.com/fhirgate/fhirgate/internal/mapping"
 	"github.com/fhirgate/fhirgate/internal/retrieve"
 	"github.com/fhirgate/fhirgate/internal/store"
 	"github.com/fhirgate/fhirgate/internal/validate"
@@ -43,8 +44,15 @@ func newTestServerMax(t *testing.T, maxBody int64) (*httptest.Server, *pgxpool.P
 		out = os.Stderr
 	}
 	logger := slog.New(slog.NewTextHandler(out, nil))
+	engine, err := mapping.Load("../../mappings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writer := ingest.New(st, validate.Resource)
 	srv := api.New(api.Config{Tenant: "test", MaxBodyBytes: maxBody},
-		ingest.New(st, validate.Resource), retrieve.New(st), pool.Ping, logger)
+		writer, retrieve.New(st), pool.Ping, logger).
+		WithHL7(ingest.NewHL7(writer, st, engine, logger)).
+		WithPush(ingest.NewPush(writer, func() ingest.Normalizer { return engine }))
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	return ts, pool
