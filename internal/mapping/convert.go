@@ -983,7 +983,9 @@ func (c *cv) hdOrganization(ns, uid, uidType string) map[string]any {
 	}
 	if uidType != "" && validCode(uidType) {
 		coding := map[string]any{"system": v2SystemPrefix + "0301", "code": uidType}
-		if d, ok := tableDisplay("0301", uidType); ok {
+		if cm := c.mc.e.codemaps["universal-id-type"]; cm != nil && cm.display[uidType] != "" {
+			coding["display"] = cm.display[uidType]
+		} else if d, ok := tableDisplay("0301", uidType); ok {
 			coding["display"] = d
 		}
 		second["type"] = map[string]any{"coding": []any{coding}}

@@ -337,3 +337,43 @@ func BenchmarkMapADTA01(b *testing.B) {
 		}
 	}
 }
+
+func TestMapIGVocabularyAndRoles(t *testing.T) {
+	t.Parallel()
+	e := loadEngine(t)
+	out, err := mapMsg(t, e, `MSH|^~\&|APP|FAC|RCV|RFAC|20240301101500||ADT^A01^ADT_A01|CTL9|P|2.5.1
+PID|1||12345^^^MRN^MR||Doe^John||19800102|M|||||||ara^Arabic^HL70296|M||ACC1^^^MRN^AN
+ROL|1|AD|PP^Primary Care Provider^HL70443|77^Smith^Ann^^^^^^NPI|||||||||
+NK1|1|Doe^Jane|SPO^Spouse^HL70063|1000&Hospital Lane^Ste. 1^Town^MI^1^USA^BI|555^PRN^CP
+PV1|1|I
+OBX|1|NM|GLU^Glucose^L||5.40|mmol/L|3.9-5.5|H|||F
+`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range out.Resources {
+		if err := validate.Resource(r); err != nil {
+			t.Errorf("%s invalid: %v", r.Type, err)
+		}
+	}
+	p := byType(out, "Patient")[0]
+	rp := byType(out, "RelatedPerson")[0]
+	tests := []struct {
+		name      string
+		got, want any
+	}{
+		{"marital status", p["maritalStatus"], map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "M", "display": "Married"}}}},
+		{"language", p["communication"], []any{map[string]any{"preferred": true, "language": map[string]any{"coding": []any{map[string]any{"system": "urn:ietf:bcp:47", "code": "ar", "display": "Arabic"}}}}}},
+		{"interpretation", byType(out, "Observation")[0]["interpretation"], []any{map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation", "code": "H", "display": "High"}}}}},
+		{"role code", byType(out, "PractitionerRole")[0]["code"], []any{map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v2-0443", "code": "PP", "display": "Primary Care Provider"}}}}},
+		{"account", byType(out, "Account")[0]["identifier"].([]any)[0].(map[string]any)["value"], "ACC1"},
+		{"address lines", rp["address"].([]any)[0].(map[string]any)["line"], []any{"1000", "Hospital Lane", "Ste. 1"}},
+		{"address use", rp["address"].([]any)[0].(map[string]any)["use"], "billing"},
+		{"telecom use from XTN-2", rp["telecom"].([]any)[0].(map[string]any)["use"], "home"},
+	}
+	for _, tt := range tests {
+		if diff := cmp.Diff(tt.want, tt.got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", tt.name, diff)
+		}
+	}
+}
