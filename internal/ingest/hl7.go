@@ -52,6 +52,14 @@ func NewHL7(svc *Service, st HL7Store, m Mapper, log *slog.Logger) *HL7 {
 // the mappings they started with.
 func (h *HL7) SetMapper(m Mapper) { h.mapper.Store(&m) }
 
+// masterData are the types a message only mentions (an attending
+// doctor's XCN, a facility's XON, a bed's PL): intake creates them when
+// unknown but never overwrites them with a message's fragment of them,
+// which would make every message that names a doctor rewrite that doctor
+// (version churn, and write conflicts between concurrent messages).
+// Master-data feeds and the REST API update them.
+var masterData = map[string]bool{"Practitioner": true, "Organization": true, "Location": true, "PractitionerRole": true}
+
 // ackMode is how MSH-15 asks to be acknowledged.
 type ackMode struct {
 	enhanced bool
@@ -186,7 +194,8 @@ func (h *HL7) process(ctx context.Context, tenant string, raw []byte, now time.T
 		}
 		targets := make([]string, 0, len(out.Resources))
 		for i, r := range out.Resources {
-			v, err := tx.Put(ctx, store.Write{Resource: r, Entries: entries[i], Method: "PUT", SkipUnchanged: true})
+			v, err := tx.Put(ctx, store.Write{Resource: r, Entries: entries[i], Method: "PUT", SkipUnchanged: true,
+				IfAbsent: masterData[r.Type]})
 			if err != nil {
 				return err
 			}

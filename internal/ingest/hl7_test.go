@@ -282,3 +282,27 @@ func TestHL7ReplayAfterMappingFix(t *testing.T) {
 		t.Errorf("second Replay = %d, %d, %v", a, r, err)
 	}
 }
+
+// TestHL7MasterDataIsNotOverwritten: a doctor named in two messages with
+// different spellings keeps the first version; messages do not rewrite
+// master data.
+func TestHL7MasterDataIsNotOverwritten(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	for i, name := range []string{"Smith^John", "SMITH^JOHN^Q"} {
+		m := strings.Join([]string{
+			"MSH|^~\\&|LAB|HOSP|FHIRGATE|FG|20240101120000+0000||ADT^A01^ADT_A01|MD" + fmt.Sprint(i) + "|P|2.5.1",
+			"PID|1||MRN" + fmt.Sprint(i) + "^^^HOSP^MR||Doe^Jane||19800101|F",
+			"PV1|1|I|W^1^1||||1234^" + name,
+		}, "\r") + "\r"
+		if ack := e.send(t, m); !strings.Contains(ack, "MSA|AA") {
+			t.Fatalf("message %d: %q", i, ack)
+		}
+	}
+	if n := e.count(t, `SELECT count(*) FROM resources WHERE type = 'Practitioner'`); n != 1 {
+		t.Fatalf("%d Practitioners, want 1", n)
+	}
+	if n := e.count(t, `SELECT max(version) FROM resources WHERE type = 'Practitioner'`); n != 1 {
+		t.Errorf("the Practitioner was rewritten by a later message (version %d)", n)
+	}
+}

@@ -12,7 +12,9 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net/url"
+	"time"
 
 	"github.com/fhirgate/fhirgate/internal/fhir"
 	"github.com/fhirgate/fhirgate/internal/search"
@@ -36,7 +38,7 @@ type Service struct {
 
 // New returns the write path over a store.
 func New(s Store, v Validator) *Service {
-	return &Service{store: s, validate: v, retries: 3}
+	return &Service{store: s, validate: v, retries: 8}
 }
 
 // Result is the outcome of one write.
@@ -56,6 +58,16 @@ type Result struct {
 func (s *Service) inTx(ctx context.Context, tenant string, fn func(*store.Tx) error) error {
 	var err error
 	for attempt := 0; attempt <= s.retries; attempt++ {
+		if attempt > 0 {
+			// Back off a little, randomly, so that racing writers of the
+			// same resources do not collide again in lockstep.
+			d := time.Duration(attempt) * time.Duration(1+mrand.IntN(5)) * time.Millisecond
+			select {
+			case <-time.After(d):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
 		err = s.store.InTx(ctx, tenant, fn)
 		if !errors.Is(err, store.ErrRetry) {
 			return err

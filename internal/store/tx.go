@@ -150,6 +150,9 @@ type Write struct {
 	// version apart from meta.versionId and meta.lastUpdated, and returns
 	// the current version: re-sent messages create no new versions.
 	SkipUnchanged bool
+	// IfAbsent writes only when the resource does not exist (or is
+	// deleted); an existing one is returned untouched.
+	IfAbsent bool
 }
 
 // Put stores a new version of w.Resource, setting its meta.versionId and
@@ -168,6 +171,9 @@ func (t *Tx) Put(ctx context.Context, w Write) (Version, error) {
 		}
 		if ok {
 			rid, version = curRid, cur.Version+1
+			if w.IfAbsent && !cur.Deleted {
+				return cur, nil
+			}
 			if w.SkipUnchanged && !cur.Deleted && w.IfMatch == 0 {
 				r.SetMeta(strconv.FormatInt(cur.Version, 10), cur.LastUpdated)
 				if bytes.Equal(r.Bytes(), cur.Body) {
