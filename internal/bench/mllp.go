@@ -42,7 +42,7 @@ type hl7Template struct {
 // identifierFields are the fields whose identifiers build makes unique.
 var identifierFields = map[string][]int{
 	"PID": {2, 3, 4, 18}, "PV1": {19}, "MRG": {1, 2, 3}, "ORC": {2, 3}, "OBR": {2, 3},
-	"TXA": {12, 14, 15, 16}, "SCH": {1, 2}, "RXA": {}, "IN1": {2}, "GT1": {2},
+	"TXA": {12, 14, 15, 16}, "SCH": {1, 2}, "SPM": {2, 3}, "IN1": {2}, "GT1": {2},
 }
 
 func (t *hl7Template) build(dst []byte, controlID string) []byte {
