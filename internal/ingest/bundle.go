@@ -55,33 +55,52 @@ type Bundle struct {
 	Entries []*Entry
 }
 
-// ParseBundle reads a transaction or batch Bundle. Entries are checked for
-// a request with a method and URL; resources are parsed but not validated.
-// The Bundle's JSON is checked once and its entries' resources are sliced
-// out of it, not re-parsed from scratch.
-func ParseBundle(body []byte) (*Bundle, error) {
+// bundleHead is what a Bundle's top level says.
+type bundleHead struct {
+	typ, id string
+	entries []byte // the entry array, compact JSON; nil when absent
+}
+
+// parseBundleHead checks the JSON of a Bundle once (syntax, duplicate
+// members, depth) and reads its type, id and entry array.
+func parseBundleHead(body []byte, notBundle string) (bundleHead, error) {
+	var h bundleHead
 	doc, err := fhir.Compact(body)
 	if err != nil {
-		return nil, err
+		return h, err
 	}
 	if len(doc) == 0 || doc[0] != '{' {
-		return nil, fhir.Errorf(fhir.KindInvalid, "", "a Bundle must be a JSON object").WithCode("structure")
+		return h, fhir.Errorf(fhir.KindInvalid, "", "a Bundle must be a JSON object").WithCode("structure")
 	}
-	var rt, typ string
-	var entries []byte
+	var rt string
 	for _, m := range fhir.Members(doc) {
 		switch m.Key {
 		case "resourceType":
 			_ = json.Unmarshal(m.Value, &rt)
 		case "type":
-			_ = json.Unmarshal(m.Value, &typ)
+			_ = json.Unmarshal(m.Value, &h.typ)
+		case "id":
+			_ = json.Unmarshal(m.Value, &h.id)
 		case "entry":
-			entries = m.Value
+			h.entries = m.Value
 		}
 	}
 	if rt != "Bundle" {
-		return nil, fhir.Errorf(fhir.KindInvalid, "resourceType", "POST to the service base takes a Bundle").WithCode("structure")
+		return h, fhir.Errorf(fhir.KindInvalid, "resourceType", "%s", notBundle).WithCode("structure")
 	}
+	return h, nil
+}
+
+// ParseBundle reads a transaction or batch Bundle. Entries are checked for
+// a request with a method and URL; resources are parsed but not validated.
+// The Bundle's JSON is checked once and its entries' resources are sliced
+// out of it, not re-parsed from scratch.
+func ParseBundle(body []byte) (*Bundle, error) {
+	h, err := parseBundleHead(body, "POST to the service base takes a Bundle")
+	if err != nil {
+		return nil, err
+	}
+	typ, entries := h.typ, h.entries
 	if typ != "transaction" && typ != "batch" {
 		return nil, fhir.Errorf(fhir.KindInvalid, "Bundle.type", "Bundle.type must be transaction or batch").WithCode("value")
 	}

@@ -172,31 +172,14 @@ func sourceName(s string) string {
 // allowed, since a push stores resources). origin is "Bundle/<id>" when the
 // Bundle has an id or identifier.
 func ParsePushBundle(body []byte) (in []Pushed, origin string, err error) {
-	doc, err := fhir.Compact(body)
+	h, err := parseBundleHead(body, "a push takes a Bundle or NDJSON")
 	if err != nil {
 		return nil, "", err
 	}
-	if len(doc) == 0 || doc[0] != '{' {
-		return nil, "", fhir.Errorf(fhir.KindInvalid, "", "a Bundle must be a JSON object").WithCode("structure")
-	}
-	var rt, id string
-	var entries []byte
-	for _, m := range fhir.Members(doc) {
-		switch m.Key {
-		case "resourceType":
-			_ = json.Unmarshal(m.Value, &rt)
-		case "id":
-			_ = json.Unmarshal(m.Value, &id)
-		case "entry":
-			entries = m.Value
-		}
-	}
-	if rt != "Bundle" {
-		return nil, "", fhir.Errorf(fhir.KindInvalid, "resourceType", "a push takes a Bundle or NDJSON").WithCode("structure")
-	}
+	entries := h.entries
 	origin = "Bundle"
-	if id != "" {
-		origin = "Bundle/" + id
+	if h.id != "" {
+		origin = "Bundle/" + h.id
 	}
 	for i, raw := range fhir.Elements(entries) {
 		path := fmt.Sprintf("Bundle.entry[%d]", i)
