@@ -58,6 +58,15 @@ func TestSearch(t *testing.T) {
 		{"Observation?patient=pa", []string{"o1", "o3"}, false},
 		{"Observation?patient=Patient/pb", []string{"o2"}, false},
 		{"Observation?encounter=Encounter/e1", []string{"o1"}, false},
+		// the patient compartment with token and date conditions
+		{"Observation?patient=pa&code=8867-4", []string{"o1", "o3"}, false},
+		{"Observation?patient=Patient/pa&code=http://loinc.org|8867-4", []string{"o1"}, false},
+		{"Observation?patient=pb&code=8867-4", nil, false},
+		{"Observation?patient:Patient=pa&category=laboratory&status=final", []string{"o3"}, false},
+		{"Observation?patient=pa&date=ge2021", []string{"o3"}, false},
+		{"Observation?patient=pa,pb&code=8867-4", []string{"o1", "o3"}, false},
+		{"Observation?patient=pa&code:not=8867-4", nil, false},
+		{"Observation?subject=Patient/pb&status=preliminary", []string{"o2"}, false},
 		// string
 		{"Patient?family=smi", []string{"pc", "pd"}, false},
 		{"Patient?family=SMITH", []string{"pc", "pd"}, false},

@@ -24,6 +24,26 @@ type Entries struct {
 	URIs       []URI
 }
 
+// CompartmentParam is the reference parameter whose Patient targets make
+// a resource's patient compartment in the index.
+const CompartmentParam = "patient"
+
+// Compartments lists the ids of the Patients the resource's "patient"
+// parameter refers to, distinct and sorted. Token and date index rows are
+// stored once per compartment, so that "patient=P&code=C" is one index
+// range over (param, compartment, code) instead of an intersection of
+// every P row with every C row.
+func (e *Entries) Compartments() []string {
+	var out []string
+	for _, r := range e.References {
+		if r.Param == CompartmentParam && r.TargetType == "Patient" && !slices.Contains(out, r.TargetID) {
+			out = append(out, r.TargetID)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
 // Token is an idx_token row. System is "" when the value has none.
 type Token struct{ Param, System, Code string }
 

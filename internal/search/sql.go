@@ -28,18 +28,53 @@ func (q *Query) Condition(args *[]any) string {
 		return "TRUE"
 	}
 	var parts, sets []string
+	// patient=P with a token or date condition beside it: those rows are
+	// looked up in P's compartment, which implies patient=P.
+	compIdx, compID := q.compartment()
+	implied := false
 	for i := range q.Params {
 		p := &q.Params[i]
-		if p.positive() {
-			sets = append(sets, p.ridSet(args))
-			continue
+		if i != compIdx && p.positive() && compIdx >= 0 && (p.def.Type == TypeToken || p.def.Type == TypeDate) {
+			sets = append(sets, p.ridSet(args)+" AND i.compartment = "+bind(args, compID))
+			implied = true
 		}
-		parts = append(parts, p.sql(args))
+	}
+	for i := range q.Params {
+		p := &q.Params[i]
+		switch {
+		case i == compIdx && implied:
+		case compIdx >= 0 && i != compIdx && p.positive() && (p.def.Type == TypeToken || p.def.Type == TypeDate):
+		case p.positive():
+			sets = append(sets, p.ridSet(args))
+		default:
+			parts = append(parts, p.sql(args))
+		}
 	}
 	if len(sets) > 0 {
 		parts = append([]string{"r.rid IN (" + strings.Join(sets, " INTERSECT ") + ")"}, parts...)
 	}
 	return strings.Join(parts, " AND ")
+}
+
+// compartment finds a condition that pins the patient compartment: the
+// "patient" parameter, without modifiers other than :Patient, with one
+// value naming a Patient. It returns that condition's index and the
+// Patient id, or -1.
+func (q *Query) compartment() (int, string) {
+	for i := range q.Params {
+		p := &q.Params[i]
+		if p.Name != CompartmentParam || p.def.Type != TypeReference || len(p.Values) != 1 ||
+			(p.Modifier != "" && p.Modifier != "Patient") {
+			continue
+		}
+		v := p.Values[0]
+		onlyPatient := len(p.def.Targets) == 1 && p.def.Targets[0] == "Patient"
+		if v.Missing || v.TargetID == "" || !(v.TargetType == "Patient" || (v.TargetType == "" && onlyPatient)) {
+			continue
+		}
+		return i, Clip(v.TargetID)
+	}
+	return -1, ""
 }
 
 // positive reports whether the condition requires an index row to exist.

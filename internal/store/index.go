@@ -14,17 +14,17 @@ var indexTables = []string{"idx_token", "idx_string", "idx_date", "idx_reference
 // table is written by one INSERT ... SELECT FROM unnest(...).
 type indexRows struct {
 	tok struct {
-		rid                      []int64
-		typ, param, system, code []string
+		rid                                   []int64
+		typ, param, system, code, compartment []string
 	}
 	str struct {
 		rid                     []int64
 		typ, param, norm, exact []string
 	}
 	date struct {
-		rid        []int64
-		typ, param []string
-		lo, hi     []time.Time
+		rid                     []int64
+		typ, param, compartment []string
+		lo, hi                  []time.Time
 	}
 	ref struct {
 		rid                    []int64
@@ -47,12 +47,28 @@ type indexRows struct {
 
 func (x *indexRows) add(rid int64, tenant, typ string, e *search.Entries) {
 	x.tenant = tenant
-	for _, v := range e.Tokens {
-		x.tok.rid = append(x.tok.rid, rid)
-		x.tok.typ = append(x.tok.typ, typ)
-		x.tok.param = append(x.tok.param, v.Param)
-		x.tok.system = append(x.tok.system, v.System)
-		x.tok.code = append(x.tok.code, v.Code)
+	// Token and date rows once per patient compartment ("" when none).
+	comps := e.Compartments()
+	if len(comps) == 0 {
+		comps = []string{""}
+	}
+	for _, c := range comps {
+		for _, v := range e.Tokens {
+			x.tok.rid = append(x.tok.rid, rid)
+			x.tok.typ = append(x.tok.typ, typ)
+			x.tok.param = append(x.tok.param, v.Param)
+			x.tok.system = append(x.tok.system, v.System)
+			x.tok.code = append(x.tok.code, v.Code)
+			x.tok.compartment = append(x.tok.compartment, c)
+		}
+		for _, v := range e.Dates {
+			x.date.rid = append(x.date.rid, rid)
+			x.date.typ = append(x.date.typ, typ)
+			x.date.param = append(x.date.param, v.Param)
+			x.date.lo = append(x.date.lo, v.Lo)
+			x.date.hi = append(x.date.hi, v.Hi)
+			x.date.compartment = append(x.date.compartment, c)
+		}
 	}
 	for _, v := range e.Strings {
 		x.str.rid = append(x.str.rid, rid)
@@ -60,13 +76,6 @@ func (x *indexRows) add(rid int64, tenant, typ string, e *search.Entries) {
 		x.str.param = append(x.str.param, v.Param)
 		x.str.norm = append(x.str.norm, v.Norm)
 		x.str.exact = append(x.str.exact, v.Exact)
-	}
-	for _, v := range e.Dates {
-		x.date.rid = append(x.date.rid, rid)
-		x.date.typ = append(x.date.typ, typ)
-		x.date.param = append(x.date.param, v.Param)
-		x.date.lo = append(x.date.lo, v.Lo)
-		x.date.hi = append(x.date.hi, v.Hi)
 	}
 	for _, v := range e.References {
 		x.ref.rid = append(x.ref.rid, rid)
@@ -101,10 +110,10 @@ func (x *indexRows) add(rid int64, tenant, typ string, e *search.Entries) {
 
 func (x *indexRows) queue(b *pgx.Batch) {
 	if len(x.tok.rid) > 0 {
-		b.Queue(`INSERT INTO idx_token (rid, tenant, type, param, system, code)
-			SELECT u.rid, $1, u.type, u.param, u.system, u.code
-			FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[]) AS u(rid, type, param, system, code)`,
-			x.tenant, x.tok.rid, x.tok.typ, x.tok.param, x.tok.system, x.tok.code)
+		b.Queue(`INSERT INTO idx_token (rid, tenant, type, param, system, code, compartment)
+			SELECT u.rid, $1, u.type, u.param, u.system, u.code, u.compartment
+			FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[]) AS u(rid, type, param, system, code, compartment)`,
+			x.tenant, x.tok.rid, x.tok.typ, x.tok.param, x.tok.system, x.tok.code, x.tok.compartment)
 	}
 	if len(x.str.rid) > 0 {
 		b.Queue(`INSERT INTO idx_string (rid, tenant, type, param, norm, exact)
@@ -113,10 +122,10 @@ func (x *indexRows) queue(b *pgx.Batch) {
 			x.tenant, x.str.rid, x.str.typ, x.str.param, x.str.norm, x.str.exact)
 	}
 	if len(x.date.rid) > 0 {
-		b.Queue(`INSERT INTO idx_date (rid, tenant, type, param, lo, hi)
-			SELECT u.rid, $1, u.type, u.param, u.lo, u.hi
-			FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[]) AS u(rid, type, param, lo, hi)`,
-			x.tenant, x.date.rid, x.date.typ, x.date.param, x.date.lo, x.date.hi)
+		b.Queue(`INSERT INTO idx_date (rid, tenant, type, param, lo, hi, compartment)
+			SELECT u.rid, $1, u.type, u.param, u.lo, u.hi, u.compartment
+			FROM unnest($2::bigint[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[]) AS u(rid, type, param, lo, hi, compartment)`,
+			x.tenant, x.date.rid, x.date.typ, x.date.param, x.date.lo, x.date.hi, x.date.compartment)
 	}
 	if len(x.ref.rid) > 0 {
 		b.Queue(`INSERT INTO idx_reference (rid, tenant, type, param, target_type, target_id)
