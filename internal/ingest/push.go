@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 
 	"github.com/fhirgate/fhirgate/internal/fhir"
 	"github.com/fhirgate/fhirgate/internal/mapping"
@@ -150,8 +151,12 @@ func (p *Push) Store(ctx context.Context, tenant, source, origin, prefix string,
 		if err != nil {
 			if start > 0 {
 				fe := fhir.AsError(err)
+				var why []string
+				for _, is := range fe.Issues {
+					why = append(why, is.Diagnostics) // diagnostics never quote values; the cause may
+				}
 				return out, fhir.Errorf(fe.Kind, "", "the first %d of %d resources were stored; the chunk starting at %s[%d] failed: %s",
-					start, len(res), prefix, start, fe.Error()).Wrap(err)
+					start, len(res), prefix, start, strings.Join(why, "; ")).Wrap(err)
 			}
 			return nil, err
 		}
