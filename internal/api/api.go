@@ -140,6 +140,9 @@ func (s *Server) accessLog(c *gin.Context) {
 	} else if status >= 400 {
 		level = slog.LevelInfo
 	}
+	if !s.log.Enabled(c.Request.Context(), level) {
+		return // skip building the record: this runs on every request
+	}
 	s.log.Log(c.Request.Context(), level, "request",
 		"request_id", RequestID(c.Request.Context()),
 		"method", c.Request.Method,
