@@ -38,6 +38,7 @@ type producerSpec struct {
 	Map      string    `yaml:"map"`
 	Required bool      `yaml:"required"`
 	Refs     []refSpec `yaml:"refs"`
+	Into     string    `yaml:"into"`
 }
 
 type refSpec struct {
@@ -50,6 +51,7 @@ type segmentSpec struct {
 	Resource string      `yaml:"resource"`
 	Identity []string    `yaml:"identity"`
 	Fallback []string    `yaml:"fallback"`
+	Item     string      `yaml:"item"`
 	Fields   []fieldSpec `yaml:"fields"`
 }
 
@@ -135,6 +137,7 @@ type producer struct {
 	required bool
 	refs     []*refRule
 	index    int
+	into     int // producer whose resource this one's content joins; -1: none
 }
 
 type refRule struct {
@@ -150,6 +153,7 @@ type segmentMap struct {
 	resource string
 	identity []idKey
 	fallback []idKey
+	item     string // top-level array element that gets one item per segment
 	fields   []*fieldRule
 }
 
@@ -479,7 +483,7 @@ func (e *Engine) compileMessage(doc *yamlDoc, at string, ms *messageSpec, segs m
 		if !segNameRe.MatchString(ps.Segment) {
 			return doc.errf(pat+".segment", "bad segment name %q", ps.Segment)
 		}
-		p := &producer{id: ps.ID, segment: ps.Segment, smap: sm, required: ps.Required, index: i}
+		p := &producer{id: ps.ID, segment: ps.Segment, smap: sm, required: ps.Required, index: i, into: -1}
 		for _, k := range append(append([]idKey(nil), sm.identity...), sm.fallback...) {
 			if k.kind == keyRef {
 				if _, ok := ids[k.ref]; !ok {
@@ -489,6 +493,24 @@ func (e *Engine) compileMessage(doc *yamlDoc, at string, ms *messageSpec, segs m
 		}
 		ids[ps.ID] = i
 		mm.producers = append(mm.producers, p)
+	}
+	for i, ps := range ms.Resources {
+		if ps.Into != "" {
+			p := mm.producers[i]
+			pat := fmt.Sprintf("%s.resources[%d]", at, i)
+			idx, ok := ids[ps.Into]
+			if !ok || idx == i {
+				return doc.errf(pat+".into", "unknown resource id %q", ps.Into)
+			}
+			t := mm.producers[idx]
+			if t.smap.resource != p.smap.resource || ms.Resources[idx].Into != "" {
+				return doc.errf(pat+".into", "segment map %q makes a %s; %q is not a resource of that type", ps.Map, p.smap.resource, ps.Into)
+			}
+			if len(ps.Refs) > 0 || ps.Required {
+				return doc.errf(pat+".into", "a resource joined into %q takes no refs and is never required", ps.Into)
+			}
+			p.into = idx
+		}
 	}
 	for i, ps := range ms.Resources {
 		p := mm.producers[i]
@@ -505,6 +527,9 @@ func (e *Engine) compileMessage(doc *yamlDoc, at string, ms *messageSpec, segs m
 			idx, ok := ids[name]
 			if !ok {
 				return doc.errf(rat+".ref", "unknown resource id %q", name)
+			}
+			if mm.producers[idx].into >= 0 {
+				return doc.errf(rat+".ref", "resource %q is joined into another and cannot be referenced", name)
 			}
 			rt := mm.producers[idx].smap.resource
 			if tp := t.last().refTo; len(tp) > 0 && !contains(tp, rt) && !contains(tp, "Resource") {
@@ -535,7 +560,13 @@ func (e *Engine) compileSegment(doc *yamlDoc, at, name string, ss *segmentSpec) 
 	if s, ok := spec.StructOf(ss.Resource); !ok || s.Kind != spec.KindResource {
 		return nil, doc.errf(at+".resource", "unknown resource type %q", ss.Resource)
 	}
-	sm := &segmentMap{name: name, resource: ss.Resource}
+	sm := &segmentMap{name: name, resource: ss.Resource, item: ss.Item}
+	if ss.Item != "" {
+		t, err := resolveTarget(ss.Resource, ss.Item)
+		if err != nil || len(t.steps) != 1 || !t.steps[0].array || spec.IsPrimitive(t.steps[0].types[0]) {
+			return nil, doc.errf(at+".item", "%s.%s is not a repeating element with children", ss.Resource, ss.Item)
+		}
+	}
 	var err error
 	if sm.identity, err = compileKeys(doc, at+".identity", ss.Identity); err != nil {
 		return nil, err

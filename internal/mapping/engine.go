@@ -163,6 +163,7 @@ func (e *Engine) Map(m *hl7v2.Message, tenant string) (*Output, error) {
 	if len(mc.errs) > 0 {
 		return nil, &MapError{Errs: mc.errs}
 	}
+	mc.join()
 	// Phase 2: ids, in producer order (identity refs point backwards).
 	used := map[string]bool{}
 	for _, list := range mc.insts {
@@ -179,7 +180,7 @@ func (e *Engine) Map(m *hl7v2.Message, tenant string) (*Output, error) {
 		for _, in := range list {
 			for _, rr := range in.p.refs {
 				for _, t := range mc.resolve(in, rr.ref, rr.all) {
-					put(in.content, rr.to, "Reference", map[string]any{"reference": t.typ + "/" + t.id}, rr.set, nil)
+					put(in.content, rr.to, "Reference", map[string]any{"reference": t.typ + "/" + t.id}, rr.set, nil, in.p.smap.item)
 				}
 			}
 		}
@@ -350,6 +351,34 @@ func values(s *hl7v2.Segment, p segPath) []*hl7v2.Rep {
 
 // fill applies the segment map's field rules; false means the instance is
 // dropped (a required value with skip was missing).
+// join moves the content of every producer with into (NK1 as
+// Patient.contact) into the nearest resource of its target producer:
+// arrays are appended, a singular element already set is kept. The
+// joined instances make no resource of their own.
+func (mc *mctx) join() {
+	for i, list := range mc.insts {
+		if len(list) == 0 || list[0].p.into < 0 {
+			continue
+		}
+		for _, in := range list {
+			targets := mc.resolve(in, in.p.into, false)
+			if len(targets) == 0 {
+				continue
+			}
+			dst := targets[0].content
+			for k, v := range in.content {
+				if arr, ok := v.([]any); ok {
+					old, _ := dst[k].([]any)
+					dst[k] = append(old, arr...)
+				} else if _, ok := dst[k]; !ok {
+					dst[k] = v
+				}
+			}
+		}
+		mc.insts[i] = nil
+	}
+}
+
 func (mc *mctx) fill(in *instance) bool {
 	for _, r := range in.p.smap.fields {
 		if r.fallback {
@@ -358,7 +387,7 @@ func (mc *mctx) fill(in *instance) bool {
 			}
 		}
 		if !r.hasFrom {
-			put(in.content, r.to, r.to.last().types[0], r.constVal, r.set, r.ext)
+			put(in.content, r.to, r.to.last().types[0], r.constVal, r.set, r.ext, in.p.smap.item)
 			continue
 		}
 		var reps []*hl7v2.Rep
@@ -408,7 +437,7 @@ func (mc *mctx) fill(in *instance) bool {
 			if v == nil {
 				continue
 			}
-			if put(in.content, r.to, typ, v, r.set, r.ext) {
+			if put(in.content, r.to, typ, v, r.set, r.ext, in.p.smap.item) {
 				produced++
 			}
 			if single && produced > 0 {
@@ -451,14 +480,24 @@ func (t *target) repeats() bool {
 // a new item per value; a singular element already set is left alone (so
 // a later rule to the same element is a fallback). set adds constant
 // siblings beside the value; ext names the url of each extension item
-// made on the way. It reports whether v was stored.
-func put(obj map[string]any, t *target, typ string, v any, set map[string]any, ext []string) bool {
+// made on the way. item names the top-level array whose last item is
+// reused rather than a new one made (one item per segment). It reports
+// whether v was stored.
+func put(obj map[string]any, t *target, typ string, v any, set map[string]any, ext []string, item string) bool {
 	cur := obj
 	n := len(t.steps)
-	for _, st := range t.steps[:n-1] {
+	for i, st := range t.steps[:n-1] {
 		key := st.name
 		if st.choice {
 			key += upperFirst(st.types[0])
+		}
+		if st.array && i == 0 && key == item {
+			if arr, _ := cur[key].([]any); len(arr) > 0 {
+				if last, ok := arr[len(arr)-1].(map[string]any); ok {
+					cur = last
+					continue
+				}
+			}
 		}
 		if st.array {
 			item := map[string]any{}

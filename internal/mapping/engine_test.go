@@ -234,6 +234,14 @@ func TestLoadRefusesBadFiles(t *testing.T) {
 			`default\.yaml: .*unknown field "timezon"`},
 		{"bad zone", "sources/default.yaml", "timezone: UTC", "timezone: Mars/Base",
 			`default\.yaml:\d+: timezone: unknown time zone`},
+		{"into another type", "hl7v2/mapping.yaml", "map: Patient-NK1, into: patient}", "map: Patient-NK1, into: related}",
+			`mapping\.yaml:\d+: messages\[\d+\]\.resources\[\d+\]\.into: segment map "Patient-NK1" makes a Patient; "related" is not a resource of that type`},
+		{"into unknown", "hl7v2/mapping.yaml", "map: Patient-NK1, into: patient}", "map: Patient-NK1, into: nobody}",
+			`mapping\.yaml:\d+: .*\.into: unknown resource id "nobody"`},
+		{"ref to joined", "hl7v2/mapping.yaml", "{to: patient, ref: patient}]", "{to: patient, ref: contact}]",
+			`mapping\.yaml:\d+: .*\.ref: resource "contact" is joined into another and cannot be referenced`},
+		{"item not repeating", "hl7v2/segments.yaml", "item: contact", "item: gender",
+			`segments\.yaml:\d+: segments\.Patient-NK1\.item: Patient\.gender is not a repeating element with children`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -375,5 +383,68 @@ OBX|1|NM|GLU^Glucose^L||5.40|mmol/L|3.9-5.5|H|||F
 		if diff := cmp.Diff(tt.want, tt.got); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", tt.name, diff)
 		}
+	}
+}
+
+// NK1 joins the patient as Patient.contact, one item per segment, while
+// still making its RelatedPerson; OBX-16 and OBX-25 make the observer's
+// and the medical director's PractitionerRole.
+func TestMapContactsAndResultRoles(t *testing.T) {
+	t.Parallel()
+	e := loadEngine(t)
+	msg := `MSH|^~\&|APP|FAC|RCV|FAC|20240301101500||ADT^A01^ADT_A01|CTL9|P|2.5.1
+PID|1||12345^^^MRN^MR||Doe^John||19800102|M
+NK1|1|Doe^Jane|SPO^Spouse^HL70063|1 Main St^^Springfield^IL^62701||^WPN^PH^^1^217^5550000|N|20200101|||||||F
+NK1|2||||||||||||Acme Corp
+OBX|1|NM|GLU^Glucose^L||5.40|mmol/L|||||F|||20240301100000||77^Observer^Olga|||||||Big Lab||88^Director^Dan
+`
+	out, err := mapMsg(t, e, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.Resources[0].Type != "Patient" {
+		t.Fatalf("first resource %s, want Patient", out.Resources[0].Type)
+	}
+	for _, r := range out.Resources {
+		if err := validate.Resource(r); err != nil {
+			t.Errorf("%s invalid: %v", r.Type, err)
+		}
+	}
+	contacts := byType(out, "Patient")[0]["contact"].([]any)
+	if len(contacts) != 2 {
+		t.Fatalf("%d contacts, want 2: %v", len(contacts), contacts)
+	}
+	first := contacts[0].(map[string]any)
+	org, _ := contacts[1].(map[string]any)["organization"].(map[string]any)
+	if org == nil || len(contacts[1].(map[string]any)) != 1 {
+		t.Errorf("second contact = %v, want only the organization", contacts[1])
+	}
+	delete(first, "telecom")
+	want := map[string]any{
+		"name":    map[string]any{"family": "Doe", "given": []any{"Jane"}},
+		"address": map[string]any{"line": []any{"1 Main St"}, "city": "Springfield", "state": "IL", "postalCode": "62701"},
+		"relationship": []any{
+			map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v2-0131", "code": "N", "display": "Next-of-Kin"}}},
+			map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v2-0063", "code": "SPO", "display": "Spouse"}}},
+		},
+		"gender": "female",
+		"period": map[string]any{"start": "2020-01-01"},
+	}
+	if d := cmp.Diff(want, first); d != "" {
+		t.Errorf("first contact (-want +got):\n%s", d)
+	}
+	if n := len(byType(out, "RelatedPerson")); n != 2 {
+		t.Errorf("%d RelatedPerson, want 2", n)
+	}
+	var codes []string
+	for _, r := range byType(out, "PractitionerRole") {
+		c := r["code"].([]any)[0].(map[string]any)["coding"].([]any)[0].(map[string]any)
+		codes = append(codes, c["code"].(string))
+		if c["code"] == "MDIR" && r["organization"] == nil {
+			t.Errorf("medical director without organization: %v", r)
+		}
+	}
+	if d := cmp.Diff([]string{"RO", "MDIR"}, codes); d != "" {
+		t.Errorf("role codes (-want +got):\n%s", d)
 	}
 }
