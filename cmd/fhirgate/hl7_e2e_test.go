@@ -126,7 +126,17 @@ func TestKillLosesNothingAcked(t *testing.T) {
 	wg.Wait()
 
 	gw = startGateway(t, bin, dbURL, httpAddr, mllpAddr)
-	defer func() { gw.Process.Signal(syscall.SIGTERM); gw.Wait() }()
+	defer func() {
+		gw.Process.Signal(syscall.SIGTERM)
+		exited := make(chan struct{})
+		go func() { gw.Wait(); close(exited) }()
+		select {
+		case <-exited:
+		case <-time.After(45 * time.Second):
+			gw.Process.Kill()
+			t.Errorf("the gateway did not stop within 45 s of SIGTERM")
+		}
+	}()
 
 	conn, err := pgx.Connect(ctx, dbURL)
 	if err != nil {

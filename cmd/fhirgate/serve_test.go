@@ -42,7 +42,7 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 	got := make(chan struct{})
 	go func() {
 		defer close(got)
-		for i := 0; i < 50; i++ { // wait for the listener
+		for i := 0; i < 500; i++ { // wait for the listener (up to 10 s on a loaded machine)
 			resp, reqErr = http.Get("http://" + addr + "/")
 			if reqErr == nil {
 				return
@@ -50,7 +50,13 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}()
-	<-started
+	select {
+	case <-started:
+	case <-got:
+		t.Fatalf("the request never reached the handler: %v", reqErr)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the request never reached the handler")
+	}
 	cancel() // SIGTERM arrives while the request is in flight
 	time.Sleep(100 * time.Millisecond)
 	if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {

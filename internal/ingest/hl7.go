@@ -166,15 +166,27 @@ func (h *HL7) process(ctx context.Context, tenant string, raw []byte, now time.T
 		return result{ack: reply(code, errs), code: code, sender: sender, controlID: cid, reason: describe(errs)}
 	}
 
+	// Master data is validated and indexed only when it is going to be
+	// written (it is new): most messages name doctors, wards and
+	// facilities that exist already.
 	entries := make([]search.Entries, len(out.Resources))
-	for i, r := range out.Resources {
+	prepare := func(i int) error {
+		r := out.Resources[i]
 		if h.svc.validate != nil {
 			if err := h.svc.validate(r); err != nil {
-				errs := validationErrs(r, err)
-				return result{ack: reply("AE", errs), code: "AE", sender: sender, controlID: cid, reason: describe(errs)}
+				return &invalidMapping{errs: validationErrs(r, err)}
 			}
 		}
 		entries[i] = search.Extract(r.Type, r.Content)
+		return nil
+	}
+	for i, r := range out.Resources {
+		if !masterData[r.Type] {
+			if err := prepare(i); err != nil {
+				errs := err.(*invalidMapping).errs
+				return result{ack: reply("AE", errs), code: "AE", sender: sender, controlID: cid, reason: describe(errs)}
+			}
+		}
 	}
 
 	mtype := msg.Get("MSH-9.1") + "^" + msg.Get("MSH-9.2")
@@ -194,6 +206,15 @@ func (h *HL7) process(ctx context.Context, tenant string, raw []byte, now time.T
 		}
 		targets := make([]string, 0, len(out.Resources))
 		for i, r := range out.Resources {
+			if masterData[r.Type] {
+				if cur, ok := tx.Peek(r.Type, r.ID); ok && !cur.Deleted {
+					targets = append(targets, fmt.Sprintf("%s/%s/_history/%d", cur.Type, cur.ID, cur.Version))
+					continue
+				}
+				if err := prepare(i); err != nil {
+					return err
+				}
+			}
 			v, err := tx.Put(ctx, store.Write{Resource: r, Entries: entries[i], Method: "PUT", SkipUnchanged: true,
 				IfAbsent: masterData[r.Type]})
 			if err != nil {
@@ -217,6 +238,10 @@ func (h *HL7) process(ctx context.Context, tenant string, raw []byte, now time.T
 		return tx.RecordHL7(ctx, store.HL7Record{Sender: sender, ControlID: cid, ReceivedAt: now, MessageType: mtype,
 			MappingVersion: out.Version, Resources: len(out.Resources), ProvenanceID: provID, ACK: stored, Raw: raw})
 	})
+	var bad *invalidMapping
+	if errors.As(err, &bad) {
+		return result{ack: reply("AE", bad.errs), code: "AE", sender: sender, controlID: cid, reason: describe(bad.errs)}
+	}
 	if err != nil {
 		// A concurrent copy of the same message may have won the race.
 		if prev, ok, lookupErr := h.store.HL7Ack(ctx, tenant, sender, cid); lookupErr == nil && ok {
@@ -227,6 +252,12 @@ func (h *HL7) process(ctx context.Context, tenant string, raw []byte, now time.T
 	h.log.Debug("hl7v2 accepted", "tenant", tenant, "type", mtype, "resources", len(out.Resources))
 	return result{ack: ack, code: "AA", sender: sender, controlID: cid}
 }
+
+// invalidMapping is a mapped resource that failed validation: a mapping
+// defect, answered with AE and kept as a dead letter.
+type invalidMapping struct{ errs []hl7v2.AckError }
+
+func (e *invalidMapping) Error() string { return describe(e.errs) }
 
 // transient answers a failure that is not the message's fault (database
 // down): AE/CE with code 207, so the sender retries; no dead letter, the

@@ -107,6 +107,13 @@ func (t *Tx) Prefetch(ctx context.Context, keys []Key, lock bool) error {
 	return classify("store: prefetch", rows.Err())
 }
 
+// Peek returns a version Prefetch read, without using it up: ok is false
+// when the key was not prefetched or the resource does not exist.
+func (t *Tx) Peek(typ, id string) (Version, bool) {
+	p, ok := t.prefetched[key{typ, id}]
+	return p.v, ok && p.found
+}
+
 func forUpdate(lock bool) string {
 	if lock {
 		return " FOR UPDATE OF r"
