@@ -1,7 +1,6 @@
 package api
 
 import (
-	"bytes"
 	"encoding/json"
 	"mime"
 	"net/http"
@@ -48,7 +47,7 @@ func (w *bundleWriter) links(rel ...string) {
 		w.b = append(w.b, `{"relation":`...)
 		w.b = strconv.AppendQuote(w.b, rel[i])
 		w.b = append(w.b, `,"url":`...)
-		w.b = appendJSONString(w.b, rel[i+1])
+		w.b = fhir.AppendString(w.b, rel[i+1])
 		w.b = append(w.b, '}')
 	}
 	w.b = append(w.b, ']')
@@ -94,22 +93,12 @@ func member(name string, rawJSON []byte) []byte {
 func memberString(name, value string) []byte {
 	b := strconv.AppendQuote(nil, name)
 	b = append(b, ':')
-	return appendJSONString(b, value)
+	return fhir.AppendString(b, value)
 }
 
 func memberObject(name string, v any) []byte {
 	raw, _ := json.Marshal(v) // only strings and maps of strings
 	return member(name, raw)
-}
-
-// appendJSONString appends s as a JSON string without HTML escaping (URLs
-// keep their '&').
-func appendJSONString(b []byte, s string) []byte {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s) // a string always encodes
-	return append(b, bytes.TrimSuffix(buf.Bytes(), []byte("\n"))...)
 }
 
 func fullURL(base string, v store.Version) string { return base + "/" + v.Type + "/" + v.ID }

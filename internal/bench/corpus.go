@@ -12,7 +12,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/fhirgate/fhirgate/internal/fhir"
 )
 
 // node is a JSON value that keeps object member order, so a replayed
@@ -324,7 +325,7 @@ func (r *replay) identifierValue(v string) string {
 func (r *replay) encode(buf []byte, n *node, ident bool) []byte {
 	switch n.kind {
 	case kString:
-		return appendString(buf, r.mapString(n.text))
+		return fhir.AppendString(buf, r.mapString(n.text))
 	case kLiteral:
 		return append(buf, n.text...)
 	case kArray:
@@ -342,11 +343,11 @@ func (r *replay) encode(buf []byte, n *node, ident bool) []byte {
 		if i > 0 {
 			buf = append(buf, ',')
 		}
-		buf = appendString(buf, m.key)
+		buf = fhir.AppendString(buf, m.key)
 		buf = append(buf, ':')
 		switch {
 		case ident && m.key == "value" && m.val.kind == kString:
-			buf = appendString(buf, r.identifierValue(m.val.text))
+			buf = fhir.AppendString(buf, r.identifierValue(m.val.text))
 		case m.key == "identifier":
 			// An array of Identifiers, or one (Reference.identifier).
 			buf = r.encode(buf, m.val, true)
@@ -355,43 +356,6 @@ func (r *replay) encode(buf []byte, n *node, ident bool) []byte {
 		}
 	}
 	return append(buf, '}')
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString appends s as a JSON string.
-func appendString(buf []byte, s string) []byte {
-	buf = append(buf, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
-			i++
-			continue
-		}
-		if c < utf8.RuneSelf {
-			buf = append(buf, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				buf = append(buf, '\\', c)
-			case '\n':
-				buf = append(buf, '\\', 'n')
-			case '\r':
-				buf = append(buf, '\\', 'r')
-			case '\t':
-				buf = append(buf, '\\', 't')
-			default:
-				buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		_, size := utf8.DecodeRuneInString(s[i:])
-		i += size
-	}
-	buf = append(buf, s[start:]...)
-	return append(buf, '"')
 }
 
 func newUUID() string {

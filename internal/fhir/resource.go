@@ -446,8 +446,7 @@ func rewriteStrings(b []byte, repl map[string]string) []byte {
 						out = make([]byte, 0, len(b)+64)
 					}
 					out = append(out, b[last:i]...)
-					q, _ := json.Marshal(to)
-					out = append(out, q...)
+					out = AppendString(out, to)
 					last = end
 				}
 			}

@@ -231,9 +231,9 @@ func (mc *mctx) occOf(s *hl7v2.Segment) int {
 func render(in *instance) (*fhir.Resource, error) {
 	b := make([]byte, 0, 512)
 	b = append(b, `{"resourceType":`...)
-	b = appendString(b, in.typ)
+	b = fhir.AppendString(b, in.typ)
 	b = append(b, `,"id":`...)
-	b = appendString(b, in.id)
+	b = fhir.AppendString(b, in.id)
 	var err error
 	if b, err = appendMembers(b, in.content); err != nil {
 		return nil, err

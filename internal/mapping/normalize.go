@@ -138,7 +138,7 @@ func (n *normalizer) object(raw []byte, st *spec.Struct, path string) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendString(b, m.Key)
+		b = fhir.AppendString(b, m.Key)
 		b = append(b, ':')
 		b = append(b, m.Value...)
 	}
@@ -209,7 +209,7 @@ func (n *normalizer) primitive(st *spec.Struct, key string, raw []byte, path str
 		return raw
 	}
 	n.changed = append(n.changed, path)
-	return appendString(nil, uri)
+	return fhir.AppendString(nil, uri)
 }
 
 // concepts adds the standard codings the profile's concept maps give for
