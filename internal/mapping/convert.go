@@ -1209,21 +1209,10 @@ const physicalTypeSystem = "http://terminology.hl7.org/CodeSystem/location-physi
 // "--") as description; its id is the sender, that description and the
 // component, so the same place named twice in a message is made once.
 func convPL(c *cv, r *hl7v2.Rep) (string, any) {
-	var desc strings.Builder
-	for _, cp := range r.Comps {
-		for _, s := range cp.Subs {
-			if s = strings.TrimSpace(s); s != "" {
-				if desc.Len() > 0 {
-					desc.WriteString("--")
-				}
-				desc.WriteString(s)
-			}
-		}
-	}
-	if desc.Len() == 0 {
+	d := joinValues(r)
+	if d == "" {
 		return "", nil
 	}
-	d := desc.String()
 	if c.types[0] == "string" {
 		return "string", d
 	}
@@ -1347,9 +1336,9 @@ func (c *cv) hdOrg(ns, uid, ut string) map[string]any {
 	return c.mc.side("Organization", id, map[string]any{"identifier": []any{ident}})
 }
 
-// convJoin renders every non-empty value of a field, components and
-// subcomponents in order, joined by "--" (e.g. a mother's maiden name).
-func convJoin(c *cv, r *hl7v2.Rep) (string, any) {
+// joinValues joins every non-empty value of a repetition, components and
+// subcomponents in order, with "--".
+func joinValues(r *hl7v2.Rep) string {
 	var b strings.Builder
 	for _, cp := range r.Comps {
 		for _, s := range cp.Subs {
@@ -1361,10 +1350,17 @@ func convJoin(c *cv, r *hl7v2.Rep) (string, any) {
 			}
 		}
 	}
-	if b.Len() == 0 {
+	return b.String()
+}
+
+// convJoin renders every non-empty value of a field, components and
+// subcomponents in order, joined by "--" (e.g. a mother's maiden name).
+func convJoin(c *cv, r *hl7v2.Rep) (string, any) {
+	v := joinValues(r)
+	if v == "" {
 		return "", nil
 	}
-	return "string", b.String()
+	return "string", v
 }
 
 const cdcRaceSystem = "urn:oid:2.16.840.1.113883.6.238"
