@@ -135,10 +135,6 @@ func get() *tables {
 	return loaded
 }
 
-// Load decodes the embedded table now rather than on first use, so a
-// server pays the few milliseconds at start-up instead of on a request.
-func Load() { get() }
-
 func load(gz []byte) (*tables, error) {
 	zr, err := gzip.NewReader(bytes.NewReader(gz))
 	if err != nil {
