@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -353,59 +354,111 @@ func skipValue(b []byte, i int) int {
 }
 
 // checkStructure walks compact JSON, refusing duplicate member names and
-// excessive depth; it returns the path of the offending member.
+// excessive depth; it returns the path of the offending member. It runs on
+// every resource written, so it allocates nothing on valid input: member
+// names are compared as raw bytes and the path is built only for an error.
 func checkStructure(b []byte) (string, error) {
-	_, path, err := walkStructure(b, 0, 0, "")
-	return path, err
+	_, serr := walkStructure(b, 0, 0)
+	if serr == nil {
+		return "", nil
+	}
+	var path strings.Builder
+	for i := len(serr.path) - 1; i >= 0; i-- {
+		seg := serr.path[i]
+		if path.Len() > 0 && seg[0] != '[' {
+			path.WriteByte('.')
+		}
+		path.WriteString(seg)
+	}
+	return path.String(), serr.err
 }
 
-func walkStructure(b []byte, i, depth int, path string) (int, string, error) {
+// structError is a structure problem and the path to it, innermost
+// segment first (segments are added while the walk unwinds).
+type structError struct {
+	path []string
+	err  error
+}
+
+func (e *structError) at(seg string) *structError {
+	e.path = append(e.path, seg)
+	return e
+}
+
+// smallObject is how many members an object may have before duplicate
+// detection switches from comparing raw names to a map.
+const smallObject = 16
+
+func walkStructure(b []byte, i, depth int) (int, *structError) {
 	if depth > MaxDepth {
-		return 0, path, fmt.Errorf("nesting deeper than %d levels", MaxDepth)
+		return 0, &structError{err: fmt.Errorf("nesting deeper than %d levels", MaxDepth)}
 	}
 	switch b[i] {
 	case '{':
-		seen := make(map[string]struct{}, 8)
+		var names [smallObject][]byte
+		var many map[string]struct{}
+		n := 0
 		i++
 		for i < len(b) && b[i] != '}' {
 			kEnd := skipString(b, i)
-			key, err := unquote(b[i:kEnd])
-			if err != nil {
-				return 0, path, err
+			raw := b[i+1 : kEnd-1]
+			if bytes.IndexByte(raw, '\\') >= 0 { // compare escaped names decoded
+				key, err := unquote(b[i:kEnd])
+				if err != nil {
+					return 0, &structError{err: err}
+				}
+				raw = []byte(key)
 			}
-			child := key
-			if path != "" {
-				child = path + "." + key
+			dup := false
+			switch {
+			case many != nil:
+				_, dup = many[string(raw)]
+				many[string(raw)] = struct{}{}
+			case n < smallObject:
+				for _, prev := range names[:n] {
+					if bytes.Equal(prev, raw) {
+						dup = true
+						break
+					}
+				}
+				names[n] = raw
+			default:
+				many = make(map[string]struct{}, 2*smallObject)
+				for _, prev := range names {
+					many[string(prev)] = struct{}{}
+				}
+				_, dup = many[string(raw)]
+				many[string(raw)] = struct{}{}
 			}
-			if _, dup := seen[key]; dup {
-				return 0, child, fmt.Errorf("duplicate member %q", key)
+			n++
+			if dup {
+				return 0, (&structError{err: fmt.Errorf("duplicate member %q", raw)}).at(string(raw))
 			}
-			seen[key] = struct{}{}
-			next, p, err := walkStructure(b, kEnd+1, depth+1, child)
-			if err != nil {
-				return 0, p, err
+			next, serr := walkStructure(b, kEnd+1, depth+1)
+			if serr != nil {
+				return 0, serr.at(string(raw))
 			}
 			i = next
 			if b[i] == ',' {
 				i++
 			}
 		}
-		return i + 1, "", nil
+		return i + 1, nil
 	case '[':
 		i++
 		for n := 0; i < len(b) && b[i] != ']'; n++ {
-			next, p, err := walkStructure(b, i, depth+1, fmt.Sprintf("%s[%d]", path, n))
-			if err != nil {
-				return 0, p, err
+			next, serr := walkStructure(b, i, depth+1)
+			if serr != nil {
+				return 0, serr.at("[" + strconv.Itoa(n) + "]")
 			}
 			i = next
 			if b[i] == ',' {
 				i++
 			}
 		}
-		return i + 1, "", nil
+		return i + 1, nil
 	}
-	return skipValue(b, i), "", nil
+	return skipValue(b, i), nil
 }
 
 // rewriteStrings rewrites string values (not member names) in compact JSON.

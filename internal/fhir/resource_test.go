@@ -89,6 +89,8 @@ func TestParseRejects(t *testing.T) {
 		{"duplicate top-level member", `{"resourceType":"Patient","active":true,"active":false}`, "active"},
 		{"duplicate nested member", `{"resourceType":"Patient","name":[{"family":"a","family":"b"}]}`, "name[0].family"},
 		{"numeric id", `{"resourceType":"Patient","id":7}`, "Patient.id"},
+		{"duplicate after escaping", `{"resourceType":"Patient","active":true,"\u0061ctive":false}`, "active"},
+		{"duplicate in a large object", `{"resourceType":"Basic","code":{"text":"x"},"extension":[{"url":"u","k01":1,"k02":1,"k03":1,"k04":1,"k05":1,"k06":1,"k07":1,"k08":1,"k09":1,"k10":1,"k11":1,"k12":1,"k13":1,"k14":1,"k15":1,"k16":1,"k17":1,"k03":2}]}`, "extension[0].k03"},
 		{"trailing garbage", `{"resourceType":"Patient"} x`, ""},
 		{"too deep", `{"resourceType":"Patient","x":` + deep + `}`, ""},
 	}
