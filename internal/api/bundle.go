@@ -109,7 +109,7 @@ func (s *Server) postSearch(c *gin.Context, typ string) {
 		s.fail(c, fhir.Errorf(fhir.KindUnsupportedMediaType, "", "POST _search takes application/x-www-form-urlencoded parameters"))
 		return
 	}
-	body, err := s.readForm(c)
+	body, err := s.readLimited(c) // an empty form is a search without parameters
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -124,17 +124,6 @@ func (s *Server) postSearch(c *gin.Context, typ string) {
 		form[k] = append(form[k], vs...)
 	}
 	s.search(c, typ, form)
-}
-
-func (s *Server) readForm(c *gin.Context) ([]byte, error) {
-	if c.Request.ContentLength == 0 {
-		return nil, nil
-	}
-	b, err := s.limitedBody(c)
-	if fhir.KindOf(err) == fhir.KindInvalid && err != nil && strings.Contains(err.Error(), "empty") {
-		return nil, nil
-	}
-	return b, err
 }
 
 func (s *Server) search(c *gin.Context, typ string, params url.Values) {

@@ -69,6 +69,15 @@ func (s *Server) readBody(c *gin.Context) ([]byte, error) {
 }
 
 func (s *Server) limitedBody(c *gin.Context) ([]byte, error) {
+	b, err := s.readLimited(c)
+	if err == nil && len(bytes.TrimSpace(b)) == 0 {
+		return nil, fhir.Errorf(fhir.KindInvalid, "", "the request body is empty").WithCode("required")
+	}
+	return b, err
+}
+
+// readLimited reads the body up to FHIRGATE_MAX_BODY_BYTES (413 beyond).
+func (s *Server) readLimited(c *gin.Context) ([]byte, error) {
 	r := http.MaxBytesReader(c.Writer, c.Request.Body, s.cfg.MaxBodyBytes)
 	b, err := io.ReadAll(r)
 	var mbe *http.MaxBytesError
@@ -77,9 +86,6 @@ func (s *Server) limitedBody(c *gin.Context) ([]byte, error) {
 	}
 	if err != nil {
 		return nil, fhir.Errorf(fhir.KindInvalid, "", "the request body could not be read").Wrap(err)
-	}
-	if len(bytes.TrimSpace(b)) == 0 {
-		return nil, fhir.Errorf(fhir.KindInvalid, "", "the request body is empty").WithCode("required")
 	}
 	return b, nil
 }
