@@ -250,7 +250,7 @@ func (s *Server) bundle(c *gin.Context) {
 		return
 	}
 	base := s.base(c)
-	representation := parsePrefer(c.Request.Header.Values("Prefer")).Return == "representation" && c.GetHeader("Prefer") != ""
+	representation := parsePrefer(c.Request.Header.Values("Prefer")).Return == "representation" // bundles default to minimal
 	w := newBundle(b.Type + "-response")
 	for i, r := range results {
 		if r.Deferred {

@@ -92,12 +92,12 @@ func (s *Server) readLimited(c *gin.Context) ([]byte, error) {
 
 // prefer is the parsed Prefer header.
 type prefer struct {
-	Return string // minimal, representation, OperationOutcome
+	Return string // minimal, representation, OperationOutcome; "" when not asked (each interaction has its default)
 	Strict bool   // handling=strict
 }
 
 func parsePrefer(h []string) prefer {
-	p := prefer{Return: "representation"}
+	var p prefer
 	for _, line := range h {
 		for _, part := range strings.Split(line, ",") {
 			k, v, _ := strings.Cut(strings.TrimSpace(part), "=")
