@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -45,8 +46,8 @@ func hl7ConfigFromEnv() (hl7Config, error) {
 		c.Mappings = v
 	}
 	if v := os.Getenv("FHIRGATE_MLLP_MAX_FRAME_BYTES"); v != "" {
-		var n int
-		if _, err := fmt.Sscanf(v, "%d", &n); err != nil || n < 1024 {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1024 {
 			return c, fmt.Errorf("FHIRGATE_MLLP_MAX_FRAME_BYTES=%q: want an integer of at least 1024", v)
 		}
 		c.MaxFrameSize = n

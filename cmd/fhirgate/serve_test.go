@@ -109,3 +109,20 @@ func TestServeConfigErrorsNameTheVariable(t *testing.T) {
 		})
 	}
 }
+
+func TestHL7ConfigErrorsNameTheVariable(t *testing.T) {
+	cases := map[string]string{
+		"FHIRGATE_MLLP_ADDR":            "nonsense",
+		"FHIRGATE_MLLP_MAX_FRAME_BYTES": "2048x",
+		"FHIRGATE_MLLP_TLS_CERT":        "/some/cert.pem", // without its key
+	}
+	for name, val := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv(name, val)
+			_, err := hl7ConfigFromEnv()
+			if err == nil || !strings.Contains(err.Error(), name) {
+				t.Errorf("hl7ConfigFromEnv with %s=%q: error %v, want one naming %s", name, val, err, name)
+			}
+		})
+	}
+}
