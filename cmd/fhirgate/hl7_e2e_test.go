@@ -44,7 +44,8 @@ func startGateway(t *testing.T, bin, dbURL, httpAddr, mllpAddr string) *exec.Cmd
 	t.Helper()
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "FHIRGATE_ADDR="+httpAddr, "FHIRGATE_MLLP_ADDR="+mllpAddr,
-		"FHIRGATE_MAPPINGS="+filepath.Join("..", "..", "mappings"), "FHIRGATE_LOG_LEVEL=warn")
+		"FHIRGATE_MAPPINGS="+filepath.Join("..", "..", "mappings"), "FHIRGATE_LOG_LEVEL=warn",
+		"FHIRGATE_PHI_POLICY="+filepath.Join("..", "..", "policies", "phi.yaml"), "FHIRGATE_DATA_DIR="+t.TempDir())
 	cmd.Stdout, cmd.Stderr = nil, nil
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -50,6 +50,18 @@ func ingestCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 	}
 	defer pool.Close()
 	st := store.New(pool)
+	pc, err := phiConfigFromEnv(dataDirFromEnv())
+	if err != nil {
+		return err
+	}
+	if pc.Enabled {
+		svc, closePHI, err := openPHI(ctx, pc, st, logger)
+		if err != nil {
+			return err
+		}
+		defer closePHI()
+		st.WithSealer(svc)
+	}
 	intake := ingest.NewHL7(ingest.New(st, validate.Resource), st, engine, logger)
 	n := 0
 	accepted, rejected, err := intake.Replay(ctx, ac.Tenant, st, func(id int64, code string) {

@@ -122,6 +122,22 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 		startDebug(sc.DebugAddr, logger)
 	}
 	st := store.New(pool)
+	pc, err := phiConfigFromEnv(sc.DataDir)
+	if err != nil {
+		return err
+	}
+	reader := retrieve.New(st)
+	if pc.Enabled {
+		svc, closePHI, err := openPHI(ctx, pc, st, logger)
+		if err != nil {
+			return err
+		}
+		defer closePHI()
+		st.WithSealer(svc)
+		reader.WithProtector(svc)
+	} else {
+		logger.Warn("PHI encryption is OFF (FHIRGATE_PHI=off): resources are stored in plaintext")
+	}
 	writer := ingest.New(st, validate.Resource)
 	intake := ingest.NewHL7(writer, st, engine, logger)
 	var current atomic.Pointer[mapping.Engine]
@@ -136,7 +152,7 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 		}
 		defer stop()
 	}
-	srv := api.New(ac, writer, retrieve.New(st), pool.Ping, logger).WithHL7(intake).WithPush(push)
+	srv := api.New(ac, writer, reader, pool.Ping, logger).WithHL7(intake).WithPush(push)
 	return listenAndServe(ctx, sc, srv.Handler(), logger)
 }
 

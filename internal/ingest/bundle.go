@@ -354,7 +354,7 @@ func (s *Service) transaction(ctx context.Context, tx *store.Tx, b *Bundle, orde
 			if err != nil {
 				return nil, prefixExpr(err, path)
 			}
-			found, err := tx.Find(ctx, typ, q.Condition, 2)
+			found, err := tx.Find(ctx, q, 2)
 			if err != nil {
 				return nil, err
 			}

@@ -211,7 +211,7 @@ func (s *Service) ConditionalDelete(ctx context.Context, tenant, typ, query stri
 		if err := tx.Lock(ctx, "cond:"+typ+"?"+q.Canonical().Encode()); err != nil {
 			return err
 		}
-		found, err := tx.Find(ctx, typ, q.Condition, limit)
+		found, err := tx.Find(ctx, q, limit)
 		if err != nil {
 			return err
 		}
@@ -257,7 +257,7 @@ func findLocked(ctx context.Context, tx *store.Tx, typ string, q *search.Query, 
 	if err := tx.Lock(ctx, "cond:"+typ+"?"+q.Canonical().Encode()); err != nil {
 		return nil, err
 	}
-	found, err := tx.Find(ctx, typ, q.Condition, 2)
+	found, err := tx.Find(ctx, q, 2)
 	if err != nil {
 		return nil, err
 	}

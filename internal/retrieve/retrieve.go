@@ -27,18 +27,58 @@ type Store interface {
 	RevIncluded(ctx context.Context, tenant, typ string, ids []string, sourceType, param string) ([]store.Version, error)
 }
 
+// Protector decrypts PHI and blinds search values (internal/phi).
+type Protector interface {
+	Open(ctx context.Context, tenant, typ, id string, body []byte) ([]byte, error)
+	Blinder(ctx context.Context, tenant string) search.Blinder
+}
+
 // Service is the read path.
 type Service struct {
-	store Store
+	store   Store
+	protect Protector
+	now     func() time.Time
 }
 
 // New returns the read path over a store.
-func New(s Store) *Service { return &Service{store: s} }
+func New(s Store) *Service { return &Service{store: s, now: time.Now} }
 
-// release is where every returned version passes. Today it only refuses
-// bodies the store returned without content; the access-control and PHI
-// issues add the policy decision, decryption and audit here.
-func (s *Service) release(vs []store.Version) []store.Version { return vs }
+// WithProtector turns on PHI decryption (and blind-index search): needed
+// when the store seals PHI.
+func (s *Service) WithProtector(p Protector) *Service {
+	s.protect = p
+	return s
+}
+
+// release is where every returned version passes: the decrypted bodies
+// of what the request may see. Decryption fails closed: a body that
+// cannot be opened (key provider down beyond the key cache, a tampered
+// value) fails the request rather than returning ciphertext or partial
+// data.
+func (s *Service) release(ctx context.Context, tenant string, vs []store.Version) ([]store.Version, error) {
+	if s.protect == nil {
+		return vs, nil
+	}
+	for i := range vs {
+		if vs[i].Body == nil {
+			continue
+		}
+		b, err := s.protect.Open(ctx, tenant, vs[i].Type, vs[i].ID, vs[i].Body)
+		if err != nil {
+			return nil, err
+		}
+		vs[i].Body = b
+	}
+	return vs, nil
+}
+
+func (s *Service) releaseOne(ctx context.Context, tenant string, v store.Version) (store.Version, error) {
+	vs, err := s.release(ctx, tenant, []store.Version{v})
+	if err != nil {
+		return store.Version{}, err
+	}
+	return vs[0], nil
+}
 
 // Read returns the current version. A deleted resource is KindGone (the
 // tombstone's version is returned with the error for the ETag).
@@ -50,7 +90,7 @@ func (s *Service) Read(ctx context.Context, tenant, typ, id string) (store.Versi
 	if v.Deleted {
 		return v, fhir.Errorf(fhir.KindGone, "", "%s/%s was deleted", typ, id).WithCode("deleted")
 	}
-	return s.release([]store.Version{v})[0], nil
+	return s.releaseOne(ctx, tenant, v)
 }
 
 // VRead returns one version; a tombstone version is KindGone.
@@ -66,7 +106,7 @@ func (s *Service) VRead(ctx context.Context, tenant, typ, id, vid string) (store
 	if v.Deleted {
 		return v, fhir.Errorf(fhir.KindGone, "", "%s/%s version %d is a deletion", typ, id, n).WithCode("deleted")
 	}
-	return s.release([]store.Version{v})[0], nil
+	return s.releaseOne(ctx, tenant, v)
 }
 
 // SearchResult is one page of a search.
@@ -99,6 +139,11 @@ func (s *Service) Search(ctx context.Context, tenant, typ string, params url.Val
 	if err != nil {
 		return nil, err
 	}
+	if s.protect != nil {
+		if err := q.ApplyBlind(s.protect.Blinder(ctx, tenant), s.now()); err != nil {
+			return nil, err
+		}
+	}
 	// Counting costs a second query as expensive as the search itself, so
 	// it runs only when asked for (_total=accurate); a search that fits on
 	// its first page gets its total for free.
@@ -109,7 +154,11 @@ func (s *Service) Search(ctx context.Context, tenant, typ string, params url.Val
 	if err != nil {
 		return nil, err
 	}
-	res := &SearchResult{Query: q, Matches: s.release(page.Versions), Total: page.Total, Self: q.Canonical()}
+	matches, err := s.release(ctx, tenant, page.Versions)
+	if err != nil {
+		return nil, err
+	}
+	res := &SearchResult{Query: q, Matches: matches, Total: page.Total, Self: q.Canonical()}
 	if res.Total < 0 && q.Total == "" && after == nil && page.Next == nil && q.Count > 0 {
 		res.Total = int64(len(res.Matches))
 	}
@@ -126,7 +175,9 @@ func (s *Service) Search(ctx context.Context, tenant, typ string, params url.Val
 		if err != nil {
 			return nil, err
 		}
-		res.Included = s.release(inc)
+		if res.Included, err = s.release(ctx, tenant, inc); err != nil {
+			return nil, err
+		}
 	}
 	return res, nil
 }
@@ -246,7 +297,11 @@ func (s *Service) History(ctx context.Context, tenant, typ, id string, params ur
 	if err != nil {
 		return nil, err
 	}
-	res := &HistoryResult{Versions: s.release(page.Versions), Self: self}
+	versions, err := s.release(ctx, tenant, page.Versions)
+	if err != nil {
+		return nil, err
+	}
+	res := &HistoryResult{Versions: versions, Self: self}
 	if page.Next > 0 {
 		res.Next = cloneValues(self)
 		res.Next.Set(CursorParam, strconv.FormatInt(page.Next, 10))

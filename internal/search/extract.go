@@ -22,6 +22,9 @@ type Entries struct {
 	Numbers    []Number
 	Quantities []Quantity
 	URIs       []URI
+	// Blind holds the tokens of parameters whose elements are encrypted
+	// (see ApplyBlind); their plaintext rows are removed.
+	Blind []BlindToken
 }
 
 // CompartmentParam is the reference parameter whose Patient targets make

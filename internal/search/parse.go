@@ -33,6 +33,10 @@ type Param struct {
 	Modifier string // "", "not", "missing", "exact", "contains", "text", "below", "above", or a resource type
 	Values   []Value
 	def      *Parameter
+	// blind: the parameter is served by idx_blind (ApplyBlind), matching
+	// any of tokens.
+	blind  bool
+	tokens [][]byte
 }
 
 // Value is one parsed value of a Param.

@@ -81,9 +81,10 @@ type Parameter struct {
 }
 
 type compiledPath struct {
-	steps  []Step
-	leaf   leafKind
-	target string
+	steps    []Step
+	leafType string // FHIR type of the selected elements
+	leaf     leafKind
+	target   string
 }
 
 // registry maps resource type -> code -> parameter.
@@ -128,7 +129,7 @@ func buildRegistry() map[string]map[string]*Parameter {
 					continue
 				}
 				for _, path := range prog.Paths {
-					p.paths = append(p.paths, compiledPath{steps: path.Steps, leaf: leafKinds[path.Leaf], target: path.Target})
+					p.paths = append(p.paths, compiledPath{steps: path.Steps, leafType: path.Leaf, leaf: leafKinds[path.Leaf], target: path.Target})
 				}
 			}
 		}

@@ -34,7 +34,7 @@ func (q *Query) Condition(args *[]any) string {
 	implied := false
 	for i := range q.Params {
 		p := &q.Params[i]
-		if i != compIdx && p.positive() && compIdx >= 0 && (p.def.Type == TypeToken || p.def.Type == TypeDate) {
+		if i != compIdx && p.positive() && compIdx >= 0 && p.compartmental() {
 			sets = append(sets, p.ridSet(args)+" AND i.compartment = "+bind(args, compID))
 			implied = true
 		}
@@ -43,7 +43,7 @@ func (q *Query) Condition(args *[]any) string {
 		p := &q.Params[i]
 		switch {
 		case i == compIdx && implied:
-		case compIdx >= 0 && i != compIdx && p.positive() && (p.def.Type == TypeToken || p.def.Type == TypeDate):
+		case compIdx >= 0 && i != compIdx && p.positive() && p.compartmental():
 		case p.positive():
 			sets = append(sets, p.ridSet(args))
 		default:
@@ -82,14 +82,36 @@ func (p *Param) positive() bool {
 	return p.def.column == "" && p.Modifier != "missing" && p.Modifier != "not"
 }
 
-// ridSet renders the rids of resources with a matching index row.
-func (p *Param) ridSet(args *[]any) string {
+// compartmental reports whether the parameter's rows are stored per
+// patient compartment (token and date rows; not blind tokens).
+func (p *Param) compartmental() bool {
+	return !p.blind && (p.def.Type == TypeToken || p.def.Type == TypeDate)
+}
+
+// table is the index table serving the parameter.
+func (p *Param) table() string {
+	if p.blind {
+		return "idx_blind"
+	}
+	return tables[p.def.Type]
+}
+
+// values renders the value conditions, ORed.
+func (p *Param) values(args *[]any) string {
+	if p.blind {
+		return p.blindCond(args)
+	}
 	var ors []string
 	for _, v := range p.Values {
 		ors = append(ors, p.valueCond(args, v))
 	}
-	return "SELECT i.rid FROM " + tables[p.def.Type] + " i WHERE i.tenant = $1 AND i.type = $2 AND i.param = " +
-		bind(args, p.def.Code) + " AND " + or(ors)
+	return or(ors)
+}
+
+// ridSet renders the rids of resources with a matching index row.
+func (p *Param) ridSet(args *[]any) string {
+	return "SELECT i.rid FROM " + p.table() + " i WHERE i.tenant = $1 AND i.type = $2 AND i.param = " +
+		bind(args, p.def.Code) + " AND " + p.values(args)
 }
 
 func bind(args *[]any, v any) string {
@@ -102,8 +124,8 @@ var tables = map[Type]string{
 	TypeNumber: "idx_number", TypeQuantity: "idx_quantity", TypeURI: "idx_uri",
 }
 
-func exists(args *[]any, t Type, param, cond string) string {
-	s := "EXISTS (SELECT 1 FROM " + tables[t] + " i WHERE i.rid = r.rid AND i.tenant = r.tenant AND i.type = r.type AND i.param = " + bind(args, param)
+func exists(args *[]any, table, param, cond string) string {
+	s := "EXISTS (SELECT 1 FROM " + table + " i WHERE i.rid = r.rid AND i.tenant = r.tenant AND i.type = r.type AND i.param = " + bind(args, param)
 	if cond != "" {
 		s += " AND (" + cond + ")"
 	}
@@ -123,7 +145,7 @@ func (p *Param) sql(args *[]any) string {
 				}
 				continue
 			}
-			e := exists(args, d.Type, d.Code, "")
+			e := exists(args, p.table(), d.Code, "")
 			if v.Missing {
 				e = "NOT " + e
 			}
@@ -145,15 +167,11 @@ func (p *Param) sql(args *[]any) string {
 		}
 		return or(ors)
 	}
-	var ors []string
-	for _, v := range p.Values {
-		ors = append(ors, p.valueCond(args, v))
-	}
-	cond := or(ors)
+	cond := p.values(args)
 	if p.Modifier == "not" {
-		return "NOT " + exists(args, d.Type, d.Code, cond)
+		return "NOT " + exists(args, p.table(), d.Code, cond)
 	}
-	return exists(args, d.Type, d.Code, cond)
+	return exists(args, p.table(), d.Code, cond)
 }
 
 func or(parts []string) string {

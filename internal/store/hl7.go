@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/fhirgate/fhirgate/internal/fhir"
 )
 
 // HL7Record is one accepted HL7 v2 message, archived with its ACK.
@@ -38,12 +40,46 @@ func (s *Store) HL7Ack(ctx context.Context, tenant, sender, controlID string) (a
 // produced, so the ACK is durable exactly when the resources are. A
 // concurrent duplicate loses with ErrRetry, and its retry finds this ACK.
 func (t *Tx) RecordHL7(ctx context.Context, r HL7Record) error {
+	raw, epoch, err := sealRaw(ctx, t.sealer, t.tenant, "hl7_messages", r.Sender, r.ControlID, r.Raw)
+	if err != nil {
+		return err
+	}
 	// Sent with the Tx's last flush: no round trip of its own.
 	t.extra = append(t.extra, queued{`INSERT INTO hl7_messages (tenant, sender, control_id, received_at, message_type,
-			mapping_version, resources, provenance_id, ack, raw)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-		[]any{t.tenant, r.Sender, r.ControlID, r.ReceivedAt, r.MessageType, r.MappingVersion, r.Resources, r.ProvenanceID, r.ACK, r.Raw}})
+			mapping_version, resources, provenance_id, ack, raw, phi_epoch)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+		[]any{t.tenant, r.Sender, r.ControlID, r.ReceivedAt, r.MessageType, r.MappingVersion, r.Resources, r.ProvenanceID, r.ACK, raw, epoch}})
 	return nil
+}
+
+// sealRaw seals a raw message (all of it is PHI), bound to its table,
+// sender and control id.
+func sealRaw(ctx context.Context, sl Sealer, tenant, table, sender, controlID string, raw []byte) ([]byte, int, error) {
+	if sl == nil {
+		return raw, 0, nil
+	}
+	return sl.SealBlob(ctx, tenant, table, sender+"|"+controlID, raw)
+}
+
+func openRaw(ctx context.Context, sl Sealer, tenant, table, sender, controlID string, raw []byte) ([]byte, error) {
+	if sl == nil {
+		return raw, nil
+	}
+	return sl.OpenBlob(ctx, tenant, table, sender+"|"+controlID, raw)
+}
+
+// HL7Raw returns an archived message's raw text, decrypted.
+func (s *Store) HL7Raw(ctx context.Context, tenant, sender, controlID string) ([]byte, error) {
+	var raw []byte
+	err := s.pool.QueryRow(ctx, `SELECT raw FROM hl7_messages WHERE tenant = $1 AND sender = $2 AND control_id = $3`,
+		tenant, sender, controlID).Scan(&raw)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fhir.Errorf(fhir.KindNotFound, "", "no archived message from that sender with that control id")
+	}
+	if err != nil {
+		return nil, classify("store: hl7 raw", err)
+	}
+	return openRaw(ctx, s.sealer, tenant, "hl7_messages", sender, controlID, raw)
 }
 
 // DeadLetter is a rejected HL7 v2 message.
@@ -59,10 +95,14 @@ type DeadLetter struct {
 
 // AddDeadLetter stores a rejected message durably.
 func (s *Store) AddDeadLetter(ctx context.Context, tenant string, d DeadLetter) (int64, error) {
+	raw, epoch, err := sealRaw(ctx, s.sealer, tenant, "hl7_dead_letters", d.Sender, d.ControlID, d.Raw)
+	if err != nil {
+		return 0, err
+	}
 	var id int64
-	err := s.pool.QueryRow(ctx, `INSERT INTO hl7_dead_letters (tenant, sender, control_id, received_at, ack_code, reason, raw)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
-		tenant, d.Sender, d.ControlID, d.ReceivedAt, d.AckCode, d.Reason, d.Raw).Scan(&id)
+	err = s.pool.QueryRow(ctx, `INSERT INTO hl7_dead_letters (tenant, sender, control_id, received_at, ack_code, reason, raw, phi_epoch)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
+		tenant, d.Sender, d.ControlID, d.ReceivedAt, d.AckCode, d.Reason, raw, epoch).Scan(&id)
 	return id, classify("store: dead letter", err)
 }
 
@@ -80,7 +120,15 @@ func (s *Store) PendingDeadLetters(ctx context.Context, tenant string, afterID i
 		err := row.Scan(&d.ID, &d.Sender, &d.ControlID, &d.ReceivedAt, &d.AckCode, &d.Reason, &d.Raw, &d.Attempts)
 		return d, err
 	})
-	return ds, classify("store: dead letters", err)
+	if err != nil {
+		return nil, classify("store: dead letters", err)
+	}
+	for i := range ds {
+		if ds[i].Raw, err = openRaw(ctx, s.sealer, tenant, "hl7_dead_letters", ds[i].Sender, ds[i].ControlID, ds[i].Raw); err != nil {
+			return nil, err
+		}
+	}
+	return ds, nil
 }
 
 // ResolveDeadLetter records a replay: accepted marks it replayed; otherwise

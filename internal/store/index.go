@@ -8,7 +8,7 @@ import (
 	"github.com/fhirgate/fhirgate/internal/search"
 )
 
-var indexTables = []string{"idx_token", "idx_string", "idx_date", "idx_reference", "idx_number", "idx_quantity", "idx_uri"}
+var indexTables = []string{"idx_token", "idx_string", "idx_date", "idx_reference", "idx_number", "idx_quantity", "idx_uri", "idx_blind"}
 
 // indexRows collects the index rows of a flush column-wise, so each index
 // table is written by one INSERT ... SELECT FROM unnest(...).
@@ -41,6 +41,11 @@ type indexRows struct {
 	uri struct {
 		rid             []int64
 		typ, param, uri []string
+	}
+	blind struct {
+		rid        []int64
+		typ, param []string
+		token      [][]byte
 	}
 	tenant string
 }
@@ -100,6 +105,12 @@ func (x *indexRows) add(rid int64, tenant, typ string, e *search.Entries) {
 		x.qty.lo = append(x.qty.lo, v.Lo)
 		x.qty.hi = append(x.qty.hi, v.Hi)
 	}
+	for _, v := range e.Blind {
+		x.blind.rid = append(x.blind.rid, rid)
+		x.blind.typ = append(x.blind.typ, typ)
+		x.blind.param = append(x.blind.param, v.Param)
+		x.blind.token = append(x.blind.token, v.Token)
+	}
 	for _, v := range e.URIs {
 		x.uri.rid = append(x.uri.rid, rid)
 		x.uri.typ = append(x.uri.typ, typ)
@@ -151,5 +162,11 @@ func (x *indexRows) queue(b *pgx.Batch) {
 			SELECT u.rid, $1, u.type, u.param, u.uri
 			FROM unnest($2::bigint[], $3::text[], $4::text[], $5::text[]) AS u(rid, type, param, uri)`,
 			x.tenant, x.uri.rid, x.uri.typ, x.uri.param, x.uri.uri)
+	}
+	if len(x.blind.rid) > 0 {
+		b.Queue(`INSERT INTO idx_blind (rid, tenant, type, param, token)
+			SELECT u.rid, $1, u.type, u.param, u.token
+			FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bytea[]) AS u(rid, type, param, token)`,
+			x.tenant, x.blind.rid, x.blind.typ, x.blind.param, x.blind.token)
 	}
 }

@@ -194,12 +194,18 @@ func currentAt(vs []Version) []Version {
 // Find returns up to limit current, non-deleted resources of typ matching
 // where, within the Tx (for conditional create, update, delete and
 // conditional references).
-func (t *Tx) Find(ctx context.Context, typ string, where func(args *[]any) string, limit int) ([]Version, error) {
+func (t *Tx) Find(ctx context.Context, q *search.Query, limit int) ([]Version, error) {
 	if err := t.Flush(ctx); err != nil {
 		return nil, err
 	}
+	typ := q.Type
+	if t.sealer != nil {
+		if err := q.ApplyBlind(t.sealer.Blinder(ctx, t.tenant), t.now); err != nil {
+			return nil, err
+		}
+	}
 	args := []any{t.tenant, typ}
-	cond := where(&args)
+	cond := q.Condition(&args)
 	args = append(args, limit)
 	rows, err := t.tx.Query(ctx, `SELECT `+versionCols+` FROM resources r
 		WHERE r.tenant = $1 AND r.type = $2 AND NOT r.deleted AND (`+cond+`)
@@ -208,5 +214,13 @@ func (t *Tx) Find(ctx context.Context, typ string, where func(args *[]any) strin
 		return nil, classify("store: find "+typ, err)
 	}
 	vs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Version, error) { return scanVersion(row) })
-	return vs, classify("store: find "+typ, err)
+	if err != nil {
+		return nil, classify("store: find "+typ, err)
+	}
+	for i := range vs {
+		if vs[i], _, err = t.open(ctx, vs[i]); err != nil {
+			return nil, err
+		}
+	}
+	return vs, nil
 }

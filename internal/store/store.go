@@ -20,18 +20,47 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/fhirgate/fhirgate/internal/fhir"
+	"github.com/fhirgate/fhirgate/internal/search"
 )
 
 // Store is the PostgreSQL resource store. It is safe for concurrent use.
 type Store struct {
-	pool *pgxpool.Pool
-	now  func() time.Time
+	pool   *pgxpool.Pool
+	now    func() time.Time
+	sealer Sealer
 }
 
 // New returns a store over a migrated database.
 func New(pool *pgxpool.Pool) *Store {
 	return &Store{pool: pool, now: time.Now}
 }
+
+// Sealer encrypts PHI before it is stored (internal/phi). With a Sealer,
+// every body and raw message is sealed on write; the store's own read
+// methods (Read, Search, History, ...) return sealed bodies, which the
+// read path opens only after its access decision. Bodies a Tx returns to
+// its writer are plaintext.
+type Sealer interface {
+	// Seal encrypts the PHI elements of body and turns the index entries
+	// of parameters reading them into blind tokens. epoch is the data key
+	// used, 0 when nothing was sealed.
+	Seal(ctx context.Context, tenant, typ, id string, body []byte, e *search.Entries) (sealed []byte, epoch int, err error)
+	Open(ctx context.Context, tenant, typ, id string, body []byte) ([]byte, error)
+	SealBlob(ctx context.Context, tenant, kind, id string, b []byte) (sealed []byte, epoch int, err error)
+	OpenBlob(ctx context.Context, tenant, kind, id string, b []byte) ([]byte, error)
+	// Blinder computes the blind tokens of search values (conditional
+	// operations search inside a Tx).
+	Blinder(ctx context.Context, tenant string) search.Blinder
+}
+
+// WithSealer turns PHI encryption on.
+func (s *Store) WithSealer(sl Sealer) *Store {
+	s.sealer = sl
+	return s
+}
+
+// Pool returns the connection pool (for tools: key status, re-encryption).
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
 // Version is one stored version of a resource.
 type Version struct {
@@ -91,7 +120,7 @@ func (s *Store) VRead(ctx context.Context, tenant, typ, id string, version int64
 // together or not at all. Buffered writes are flushed before commit.
 func (s *Store) InTx(ctx context.Context, tenant string, fn func(*Tx) error) error {
 	return pgx.BeginFunc(ctx, s.pool, func(ptx pgx.Tx) error {
-		tx := &Tx{tx: ptx, tenant: tenant, now: s.now().UTC().Truncate(time.Microsecond), pending: map[key]bool{}}
+		tx := &Tx{tx: ptx, tenant: tenant, now: s.now().UTC().Truncate(time.Microsecond), pending: map[key]bool{}, sealer: s.sealer}
 		if err := fn(tx); err != nil {
 			return err
 		}

@@ -28,6 +28,7 @@ type Tx struct {
 	// prefetched holds current versions locked by Prefetch, for keys not
 	// yet written in this Tx (a write removes its entry).
 	prefetched map[key]prefetchedRow
+	sealer     Sealer
 }
 
 type queued struct {
@@ -47,6 +48,8 @@ type pendingWrite struct {
 	rid     int64 // 0 for a resource not yet in the database
 	v       Version
 	entries search.Entries
+	stored  []byte // the body as stored: sealed when a Sealer is set
+	epoch   int
 }
 
 // Now is the lastUpdated instant of every version this Tx writes.
@@ -60,7 +63,23 @@ func (t *Tx) Tenant() string { return t.tenant }
 // was never written.
 func (t *Tx) Current(ctx context.Context, typ, id string) (v Version, ok bool, err error) {
 	v, _, ok, err = t.current(ctx, typ, id)
-	return v, ok, err
+	if err != nil || !ok {
+		return v, ok, err
+	}
+	return t.open(ctx, v)
+}
+
+// open decrypts a version read inside the Tx: the writer sees plaintext.
+func (t *Tx) open(ctx context.Context, v Version) (Version, bool, error) {
+	if t.sealer == nil || v.Body == nil {
+		return v, true, nil
+	}
+	b, err := t.sealer.Open(ctx, t.tenant, v.Type, v.ID, v.Body)
+	if err != nil {
+		return v, false, err
+	}
+	v.Body = b
+	return v, true, nil
 }
 
 // Key names a resource for Prefetch.
@@ -112,6 +131,15 @@ func (t *Tx) Prefetch(ctx context.Context, keys []Key, lock bool) error {
 func (t *Tx) Peek(typ, id string) (Version, bool) {
 	p, ok := t.prefetched[key{typ, id}]
 	return p.v, ok && p.found
+}
+
+// PeekOpen is Peek with the body decrypted.
+func (t *Tx) PeekOpen(ctx context.Context, typ, id string) (Version, bool, error) {
+	v, ok := t.Peek(typ, id)
+	if !ok {
+		return v, false, nil
+	}
+	return t.open(ctx, v)
 }
 
 func forUpdate(lock bool) string {
@@ -178,6 +206,11 @@ func (t *Tx) Put(ctx context.Context, w Write) (Version, error) {
 		}
 		if ok {
 			rid, version = curRid, cur.Version+1
+			if (w.IfAbsent || w.SkipUnchanged) && !cur.Deleted {
+				if cur, _, err = t.open(ctx, cur); err != nil {
+					return Version{}, err
+				}
+			}
 			if w.IfAbsent && !cur.Deleted {
 				return cur, nil
 			}
@@ -197,8 +230,16 @@ func (t *Tx) Put(ctx context.Context, w Write) (Version, error) {
 	}
 	r.SetMeta(strconv.FormatInt(version, 10), t.now)
 	v := Version{Type: r.Type, ID: r.ID, Version: version, LastUpdated: t.now, Method: w.Method, Body: r.Bytes()}
+	pw := pendingWrite{rid: rid, v: v, entries: w.Entries, stored: v.Body}
+	if t.sealer != nil {
+		sealed, epoch, err := t.sealer.Seal(ctx, t.tenant, r.Type, r.ID, v.Body, &pw.entries)
+		if err != nil {
+			return Version{}, err
+		}
+		pw.stored, pw.epoch = sealed, epoch
+	}
 	t.pending[k] = true
-	t.writes = append(t.writes, pendingWrite{rid: rid, v: v, entries: w.Entries})
+	t.writes = append(t.writes, pw)
 	return v, nil
 }
 
@@ -267,9 +308,9 @@ func (t *Tx) Flush(ctx context.Context) error {
 		w.v.Seq = seqs[i]
 		if w.rid == 0 {
 			w.rid = seqs[i]
-			ins.add(w.rid, &w.v)
+			ins.add(w.rid, w)
 		} else {
-			upd.add(w.rid, &w.v)
+			upd.add(w.rid, w)
 		}
 		if !w.v.Deleted {
 			ix.add(w.rid, t.tenant, w.v.Type, &w.entries)
@@ -278,8 +319,8 @@ func (t *Tx) Flush(ctx context.Context) error {
 
 	b := &pgx.Batch{}
 	if len(upd.rid) > 0 {
-		b.Queue(`INSERT INTO resource_history (tenant, type, id, version, seq, last_updated, deleted, method, body)
-			SELECT tenant, type, id, version, seq, last_updated, deleted, method, body
+		b.Queue(`INSERT INTO resource_history (tenant, type, id, version, seq, last_updated, deleted, method, body, phi_epoch)
+			SELECT tenant, type, id, version, seq, last_updated, deleted, method, body, phi_epoch
 			FROM resources WHERE rid = ANY($1)`, upd.rid)
 		for _, tbl := range indexTables {
 			b.Queue(`DELETE FROM `+tbl+` WHERE rid = ANY($1)`, upd.rid)
@@ -289,11 +330,11 @@ func (t *Tx) Flush(ctx context.Context) error {
 		// replaced since updates nothing, and the Tx is retried.
 		updated := len(upd.rid)
 		b.Queue(`UPDATE resources r SET version = u.version, seq = u.seq, last_updated = u.lu,
-				deleted = u.deleted, method = u.method, body = u.body
-			FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::boolean[], $6::text[], $7::bytea[])
-				AS u(rid, version, seq, lu, deleted, method, body)
+				deleted = u.deleted, method = u.method, body = u.body, phi_epoch = u.epoch
+			FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::timestamptz[], $5::boolean[], $6::text[], $7::bytea[], $8::integer[])
+				AS u(rid, version, seq, lu, deleted, method, body, epoch)
 			WHERE r.rid = u.rid AND r.version = u.version - 1`,
-			upd.rid, upd.version, upd.seq, upd.lu, upd.deleted, upd.method, upd.body).Exec(func(ct pgconn.CommandTag) error {
+			upd.rid, upd.version, upd.seq, upd.lu, upd.deleted, upd.method, upd.body, upd.epoch).Exec(func(ct pgconn.CommandTag) error {
 			if int(ct.RowsAffected()) != updated {
 				return fmt.Errorf("store: %d of %d resources changed concurrently: %w", updated-int(ct.RowsAffected()), updated, ErrRetry)
 			}
@@ -301,11 +342,11 @@ func (t *Tx) Flush(ctx context.Context) error {
 		})
 	}
 	if len(ins.rid) > 0 {
-		b.Queue(`INSERT INTO resources (rid, tenant, type, id, version, seq, last_updated, deleted, method, body)
-			SELECT u.rid, $1, u.type, u.id, u.version, u.seq, u.lu, u.deleted, u.method, u.body
-			FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::timestamptz[], $8::boolean[], $9::text[], $10::bytea[])
-				AS u(rid, type, id, version, seq, lu, deleted, method, body)`,
-			t.tenant, ins.rid, ins.typ, ins.id, ins.version, ins.seq, ins.lu, ins.deleted, ins.method, ins.body)
+		b.Queue(`INSERT INTO resources (rid, tenant, type, id, version, seq, last_updated, deleted, method, body, phi_epoch)
+			SELECT u.rid, $1, u.type, u.id, u.version, u.seq, u.lu, u.deleted, u.method, u.body, u.epoch
+			FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::timestamptz[], $8::boolean[], $9::text[], $10::bytea[], $11::integer[])
+				AS u(rid, type, id, version, seq, lu, deleted, method, body, epoch)`,
+			t.tenant, ins.rid, ins.typ, ins.id, ins.version, ins.seq, ins.lu, ins.deleted, ins.method, ins.body, ins.epoch)
 	}
 	ix.queue(b)
 	for _, q := range t.extra {
@@ -327,9 +368,11 @@ type cols struct {
 	lu                []time.Time
 	deleted           []bool
 	body              [][]byte
+	epoch             []int32
 }
 
-func (c *cols) add(rid int64, v *Version) {
+func (c *cols) add(rid int64, w *pendingWrite) {
+	v := &w.v
 	c.rid = append(c.rid, rid)
 	c.typ = append(c.typ, v.Type)
 	c.id = append(c.id, v.ID)
@@ -338,7 +381,8 @@ func (c *cols) add(rid int64, v *Version) {
 	c.lu = append(c.lu, v.LastUpdated)
 	c.deleted = append(c.deleted, v.Deleted)
 	c.method = append(c.method, v.Method)
-	c.body = append(c.body, v.Body)
+	c.body = append(c.body, w.stored)
+	c.epoch = append(c.epoch, int32(w.epoch))
 }
 
 func (t *Tx) String() string { return fmt.Sprintf("store.Tx(%s, %d pending)", t.tenant, len(t.writes)) }

@@ -1,0 +1,155 @@
+package phi
+
+import (
+	"bytes"
+	"encoding/json"
+)
+
+// A small scanner over JSON that fhirgate itself produced (compacted,
+// checked by internal/fhir): it never sees arbitrary client bytes, but it
+// still tolerates whitespace and never panics on malformed input — a bad
+// value is copied through as it is.
+
+type member struct {
+	rawName []byte // with quotes
+	name    []byte // without quotes
+	value   []byte
+}
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
+		i++
+	}
+	return i
+}
+
+// skipString returns the index after the string starting at b[i] == '"'.
+func skipString(b []byte, i int) int {
+	for i++; i < len(b); i++ {
+		switch b[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1
+		}
+	}
+	return len(b)
+}
+
+// skipValue returns the index after the value starting at b[i].
+func skipValue(b []byte, i int) int {
+	if i >= len(b) {
+		return i
+	}
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+		}
+		return len(b)
+	default:
+		for ; i < len(b); i++ {
+			switch b[i] {
+			case ',', '}', ']', ' ', '\n', '\r', '\t':
+				return i
+			}
+		}
+		return len(b)
+	}
+}
+
+// members splits a JSON object into its members.
+func members(b []byte) []member {
+	var out []member
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return nil
+	}
+	i++
+	for {
+		i = skipWS(b, i)
+		if i >= len(b) || b[i] != '"' {
+			return out
+		}
+		ns := i
+		i = skipString(b, i)
+		ne := i
+		i = skipWS(b, i)
+		if i >= len(b) || b[i] != ':' {
+			return out
+		}
+		i = skipWS(b, i+1)
+		vs := i
+		i = skipValue(b, i)
+		if ne-ns < 2 {
+			return out
+		}
+		out = append(out, member{rawName: b[ns:ne], name: b[ns+1 : ne-1], value: b[vs:i]})
+		i = skipWS(b, i)
+		if i >= len(b) || b[i] != ',' {
+			return out
+		}
+		i++
+	}
+}
+
+// elements splits a JSON array into its elements.
+func elements(b []byte) [][]byte {
+	var out [][]byte
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return nil
+	}
+	i++
+	for {
+		i = skipWS(b, i)
+		if i >= len(b) || b[i] == ']' {
+			return out
+		}
+		vs := i
+		i = skipValue(b, i)
+		if i == vs {
+			return out
+		}
+		out = append(out, b[vs:i])
+		i = skipWS(b, i)
+		if i >= len(b) || b[i] != ',' {
+			return out
+		}
+		i++
+	}
+}
+
+// memberString returns the string value of member key of object b.
+func memberString(b []byte, key string) (string, bool) {
+	for _, m := range members(b) {
+		if string(m.name) == key {
+			v := m.value
+			if len(v) < 2 || v[0] != '"' {
+				return "", false
+			}
+			if bytes.IndexByte(v, '\\') < 0 {
+				return string(v[1 : len(v)-1]), true
+			}
+			var s string
+			if json.Unmarshal(v, &s) != nil {
+				return "", false
+			}
+			return s, true
+		}
+	}
+	return "", false
+}
