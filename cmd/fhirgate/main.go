@@ -58,6 +58,7 @@ commands:
             score: score the mappings against the reference corpus
   ingest    replay: re-run HL7 v2 dead letters after a mapping fix
   bench     load-test a running gateway (fhirgate bench -h)
+  keys      status | rotate | reencrypt | shred: manage the PHI encryption keys (fhirgate keys -h)
 `
 
 type usageError string
@@ -79,6 +80,8 @@ func realMain(ctx context.Context, args []string, logger *slog.Logger) error {
 		return convertCmd(ctx, args[1:])
 	case "ingest":
 		return ingestCmd(ctx, args[1:], logger)
+	case "keys":
+		return keysCmd(ctx, args[1:], logger)
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return nil

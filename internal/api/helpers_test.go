@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -19,6 +20,8 @@ import (
 	"github.com/fhirgate/fhirgate/internal/database/databasetest"
 	"github.com/fhirgate/fhirgate/internal/ingest"
 	"github.com/fhirgate/fhirgate/internal/mapping"
+	"github.com/fhirgate/fhirgate/internal/phi"
+	"github.com/fhirgate/fhirgate/internal/phi/keyring"
 	"github.com/fhirgate/fhirgate/internal/retrieve"
 	"github.com/fhirgate/fhirgate/internal/store"
 	"github.com/fhirgate/fhirgate/internal/validate"
@@ -29,6 +32,8 @@ const testMaxBody = 1 << 20
 
 // newTestServer wires the gateway exactly as serve does, over a fresh
 // migrated database of the test's own.
+// PHI encryption is on, as in the default configuration, with a local
+// keyring of the test's own.
 func newTestServer(t *testing.T) (*httptest.Server, *pgxpool.Pool) {
 	t.Helper()
 	return newTestServerMax(t, testMaxBody)
@@ -37,8 +42,28 @@ func newTestServer(t *testing.T) (*httptest.Server, *pgxpool.Pool) {
 // newTestServerMax is newTestServer with another request body limit.
 func newTestServerMax(t *testing.T, maxBody int64) (*httptest.Server, *pgxpool.Pool) {
 	t.Helper()
+	return newServer(t, maxBody, true)
+}
+
+// newPlainServer is a server with PHI encryption off (FHIRGATE_PHI=off):
+// for the search-semantics tests, whose string prefixes, date
+// comparators and sorts on names and birth dates blind indexes do not
+// offer (see phi_test.go for search with encryption on).
+func newPlainServer(t *testing.T) (*httptest.Server, *pgxpool.Pool) {
+	t.Helper()
+	return newServer(t, testMaxBody, false)
+}
+
+func newServer(t *testing.T, maxBody int64, protect bool) (*httptest.Server, *pgxpool.Pool) {
+	t.Helper()
 	pool := databasetest.NewPool(t)
 	st := store.New(pool)
+	reader := retrieve.New(st)
+	if protect {
+		svc := newPHI(t, st)
+		st.WithSealer(svc)
+		reader.WithProtector(svc)
+	}
 	var out io.Writer = io.Discard
 	if os.Getenv("FHIRGATE_TEST_LOG") != "" { // the access log, to debug a failing test
 		out = os.Stderr
@@ -50,12 +75,26 @@ func newTestServerMax(t *testing.T, maxBody int64) (*httptest.Server, *pgxpool.P
 	}
 	writer := ingest.New(st, validate.Resource)
 	srv := api.New(api.Config{Tenant: "test", MaxBodyBytes: maxBody},
-		writer, retrieve.New(st), pool.Ping, logger).
+		writer, reader, pool.Ping, logger).
 		WithHL7(ingest.NewHL7(writer, st, engine, logger)).
 		WithPush(ingest.NewPush(writer, func() ingest.Normalizer { return engine }))
 	ts := httptest.NewServer(srv.Handler())
 	t.Cleanup(ts.Close)
 	return ts, pool
+}
+
+// newPHI returns a PHI service with the shipped policy and a local keyring.
+func newPHI(t testing.TB, st *store.Store) *phi.Service {
+	t.Helper()
+	pol, err := phi.LoadPolicy("../../policies/phi.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kr, err := keyring.Open(filepath.Join(t.TempDir(), "keyring.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return phi.NewService(pol, phi.NewKeys(kr, st, phi.KeyOptions{}))
 }
 
 // response is a fully read HTTP response.

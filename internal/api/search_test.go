@@ -28,7 +28,7 @@ var searchFixture = []string{
 
 func TestSearch(t *testing.T) {
 	t.Parallel()
-	ts, _ := newTestServer(t)
+	ts, _ := newPlainServer(t)
 	start := time.Now().UTC().Add(-time.Minute)
 	for _, r := range searchFixture {
 		put(t, ts.URL, r)

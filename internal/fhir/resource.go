@@ -365,7 +365,7 @@ func checkStructure(b []byte) (string, error) {
 	var path strings.Builder
 	for i := len(serr.path) - 1; i >= 0; i-- {
 		seg := serr.path[i]
-		if path.Len() > 0 && seg[0] != '[' {
+		if path.Len() > 0 && !strings.HasPrefix(seg, "[") { // seg is "" for a member named ""
 			path.WriteByte('.')
 		}
 		path.WriteString(seg)

@@ -1,6 +1,7 @@
 package phi
 
 import (
+	"bytes"
 	"container/list"
 	"context"
 	"crypto/aes"
@@ -198,12 +199,37 @@ func (k *Keys) key(ctx context.Context, ck cacheKey) (*cached, error) {
 			return c, nil
 		}
 		if attempt > 0 {
-			return nil, fmt.Errorf("%w: tenant %s has no %s key epoch %d (destroyed or never made)", ErrNoKey, ck.tenant, ck.purpose, ck.epoch)
+			// Missing after a load: not stored, or evicted again at once
+			// by other tenants' loads (a cache smaller than the keys in use).
+			stored, err := k.stored(ctx, ck)
+			if err != nil {
+				return nil, err
+			}
+			if !stored {
+				return nil, fmt.Errorf("%w: tenant %s has no %s key epoch %d (destroyed or never made)", ErrNoKey, ck.tenant, ck.purpose, ck.epoch)
+			}
+			if attempt == 3 {
+				return nil, fmt.Errorf("phi: tenant %s's %s key epoch %d was evicted from the key cache as soon as it was loaded, three times (KeyOptions.MaxKeys is too small for the keys in use)", ck.tenant, ck.purpose, ck.epoch)
+			}
 		}
 		if err := k.loadTenant(ctx, ck.tenant); err != nil {
 			return nil, err
 		}
 	}
+}
+
+// stored reports whether the key store holds key ck.
+func (k *Keys) stored(ctx context.Context, ck cacheKey) (bool, error) {
+	ks, err := k.store.TenantKeys(ctx, ck.tenant)
+	if err != nil {
+		return false, err
+	}
+	for _, s := range ks {
+		if s.Purpose == ck.purpose && s.Epoch == ck.epoch {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (k *Keys) loadTenant(ctx context.Context, tenant string) error {
@@ -350,26 +376,46 @@ func (k *Keys) NewEpoch(ctx context.Context, tenant string) (int, error) {
 	return next, nil
 }
 
-// indexKey returns the blind-index key derived for one parameter.
+// indexKey returns the blind-index key derived for one parameter: a copy,
+// which the caller zeroes after use.
 func (k *Keys) indexKey(ctx context.Context, tenant, typ, param string) ([]byte, error) {
 	ck := cacheKey{tenant, PurposeIndex, 1}
-	c, err := k.key(ctx, ck)
-	if errors.Is(err, ErrNoKey) {
-		c, err = k.create(ctx, tenant, PurposeIndex, 1)
-	}
-	if err != nil {
-		return nil, err
-	}
 	name := typ + "." + param
-	if d, ok := c.derived.Load(name); ok {
-		return d.([]byte), nil
+	for attempt := 0; attempt < 3; attempt++ {
+		c, err := k.key(ctx, ck)
+		if errors.Is(err, ErrNoKey) && attempt == 0 {
+			c, err = k.create(ctx, tenant, PurposeIndex, 1)
+		}
+		if err != nil {
+			return nil, err
+		}
+		if d, err := k.derive(c, name); d != nil || err != nil {
+			return d, err
+		}
+		// c was evicted (and zeroed) after key returned it: load it again.
 	}
-	d, err := hkdf.Key(sha256.New, c.raw, nil, "fhirgate blind index v1\x00"+name, 32)
-	if err != nil {
-		return nil, err
+	return nil, fmt.Errorf("phi: the index key of tenant %s was evicted from the key cache three times in a row (KeyOptions.MaxKeys too small?)", tenant)
+}
+
+// derive returns a copy of c's key derived for name, or nil when c has
+// left the cache: eviction zeroes c.raw and the derived keys, so both are
+// read under k.mu and only while c is cached.
+func (k *Keys) derive(c *cached, name string) ([]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if el, ok := k.cache[c.k]; !ok || el.Value.(*cached) != c {
+		return nil, nil
 	}
-	c.derived.Store(name, d)
-	return d, nil
+	d, ok := c.derived.Load(name)
+	if !ok {
+		v, err := hkdf.Key(sha256.New, c.raw, nil, "fhirgate blind index v1\x00"+name, 32)
+		if err != nil {
+			return nil, err
+		}
+		c.derived.Store(name, v)
+		d = v
+	}
+	return bytes.Clone(d.([]byte)), nil
 }
 
 // providerError turns a provider failure into the error the API answers:

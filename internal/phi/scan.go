@@ -71,6 +71,19 @@ func skipValue(b []byte, i int) int {
 	}
 }
 
+// key returns the member's name decoded: fhir.Parse keeps names as the
+// client wrote them, and "birth\u0044ate" is birthDate to every reader.
+func (m member) key() []byte {
+	if bytes.IndexByte(m.name, '\\') < 0 {
+		return m.name
+	}
+	var s string
+	if json.Unmarshal(m.rawName, &s) != nil {
+		return m.name
+	}
+	return []byte(s)
+}
+
 // members splits a JSON object into its members.
 func members(b []byte) []member {
 	var out []member
@@ -136,7 +149,7 @@ func elements(b []byte) [][]byte {
 // memberString returns the string value of member key of object b.
 func memberString(b []byte, key string) (string, bool) {
 	for _, m := range members(b) {
-		if string(m.name) == key {
+		if string(m.key()) == key {
 			v := m.value
 			if len(v) < 2 || v[0] != '"' {
 				return "", false

@@ -14,16 +14,18 @@ import (
 
 // A sealed value is a JSON string in place of the element's value:
 //
-//	"\u0000fg1.<epoch>.<base64url(nonce | AES-256-GCM ciphertext+tag)>"
+//	"\u0001fg1.<epoch>.<base64url(nonce | AES-256-GCM ciphertext+tag)>"
 //
-// The leading U+0000 can never come from a client (fhirgate refuses
-// control characters in JSON strings), so a sealed value is unambiguous
-// and a body without the marker needs no walk at all. "fg1" is the format
+// The leading U+0001 does not occur in valid FHIR (validation refuses C0
+// control characters in strings, and Seal refuses any body that already
+// holds the marker), so a sealed value is unambiguous and a body without
+// the marker needs no walk at all. (U+0001 rather than U+0000 so that a
+// stored body still casts to PostgreSQL jsonb, which refuses \u0000.) "fg1" is the format
 // version; epoch names the tenant's data key. The AAD binds the ciphertext
 // to format, tenant, resource type, resource id and the element's JSON
 // path with array indexes ("contact[0].name"): moved anywhere else it
 // fails to decrypt.
-var marker = []byte(`"\u0000fg1.`)
+var marker = []byte(`"\u0001fg1.`)
 
 const (
 	formatTag = "fg1"
@@ -67,6 +69,9 @@ func sealValue(out []byte, aead cipher.AEAD, epoch int, ad, v []byte) []byte {
 // parseSealed splits a sealed JSON string (with quotes) into epoch and raw
 // ciphertext.
 func parseSealed(s []byte) (epoch int, raw []byte, err error) {
+	if len(s) <= len(marker) || s[len(s)-1] != '"' { // unterminated: a stored body cut short
+		return 0, nil, fmt.Errorf("%w: malformed sealed value", ErrTampered)
+	}
 	rest := s[len(marker) : len(s)-1]
 	dot := bytes.IndexByte(rest, '.')
 	if dot <= 0 {
@@ -167,9 +172,8 @@ func (s *sealer) object(b []byte, st *spec.Struct) {
 		}
 		s.out = append(s.out, m.rawName...)
 		s.out = append(s.out, ':')
-		name := m.name
-		n := s.pushName(name)
-		s.member(st, name, m.value, isExt)
+		n := s.pushName(m.name) // the path (AAD) keeps the name as written, as the opener sees it
+		s.member(st, m.key(), m.value, isExt)
 		s.path = s.path[:n]
 	}
 	s.out = append(s.out, '}')
@@ -284,7 +288,7 @@ func (o *opener) value(b []byte) {
 		}
 		aead, err := o.keyFor(epoch)
 		if err != nil {
-			o.err = err
+			o.err = fmt.Errorf("%s/%s %s (key epoch %d): %w", o.typ, o.id, o.path, epoch, err)
 			return
 		}
 		o.ad = aad(o.ad, o.tenant, o.typ, o.id, o.path)

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/fhirgate/fhirgate/internal/fhir"
 	"github.com/fhirgate/fhirgate/internal/search"
 	"github.com/fhirgate/fhirgate/internal/spec"
 )
@@ -48,6 +49,9 @@ func (s *Service) Seal(ctx context.Context, tenant, typ, id string, body []byte,
 	st, ok := spec.StructOf(typ)
 	if !ok {
 		return nil, 0, fmt.Errorf("phi: seal: %q is not a resource type", typ)
+	}
+	if Sealed(body) {
+		return nil, 0, fhir.Errorf(fhir.KindInvalid, "", "the resource holds the reserved sequence U+0001 \"fg1.\" in a string")
 	}
 	epoch, aead, err := s.keys.Current(ctx, tenant)
 	if err != nil {
@@ -115,7 +119,7 @@ func (s *Service) OpenBlob(ctx context.Context, tenant, kind, id string, b []byt
 	}
 	aead, err := s.keys.Data(ctx, tenant, epoch)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("phi: %s %s (key epoch %d): %w", kind, id, epoch, err)
 	}
 	pt, err := openRaw(aead, aad(nil, tenant, kind, id, []byte("blob")), raw)
 	if err != nil {
@@ -201,6 +205,7 @@ func (b *blinder) Tokens(typ, code string, canon []string) ([][]byte, error) {
 	n := b.s.policy.TokenBytes
 	out := make([][]byte, len(canon))
 	mac := hmac.New(sha256.New, key)
+	clear(key) // hmac.New keeps its own copy
 	for i, c := range canon {
 		mac.Reset()
 		mac.Write([]byte(c))

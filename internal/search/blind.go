@@ -15,7 +15,8 @@ import (
 // canonical forms, so the write side and the query side cannot drift:
 //
 //	string values   "s:" + Normalize(value)         (case and accents folded)
-//	token values    "c:" + code and "sc:" + system + "|" + code, where
+//	token values    "c:" + code and "sc:" + system + "|" + code (system
+//	                "" for values without one), where
 //	                e-mail codes are lower-cased and phone-like codes
 //	                reduced to their digits
 //	date values     "D:2024-03-15", "M:2024-03", "Y:2024": every calendar
@@ -162,16 +163,14 @@ func filter[T any](s []T, keep func(T) bool) []T {
 
 // tokenCanon returns the canonical forms of a token value. With withCode,
 // the code alone is included (a value matches "code" and "system|code").
+// A value without a system has "sc:|code", which "|code" searches for.
 func tokenCanon(system, code string, withCode bool) []string {
 	c := canonCode(code)
 	out := make([]string, 0, 2)
 	if withCode {
 		out = append(out, "c:"+c)
 	}
-	if system != "" {
-		out = append(out, "sc:"+system+"|"+c)
-	}
-	return out
+	return append(out, "sc:"+system+"|"+c)
 }
 
 // canonCode folds the codes whose spelling varies: e-mail addresses
@@ -228,7 +227,8 @@ func dateUnits(lo, hi time.Time) []string {
 }
 
 // dateQueryUnits expands the closed range [lo, hi] into the fewest whole
-// days, months and years it contains, within [minYear, maxYear].
+// days, months and years it contains, within [minYear, maxYear] when the
+// range is open (starts at MinTime or ends at MaxTime).
 func dateQueryUnits(lo, hi time.Time, minYear, maxYear int) []string {
 	floor := time.Date(minYear, 1, 1, 0, 0, 0, 0, time.UTC)
 	ceil := time.Date(maxYear+1, 1, 1, 0, 0, 0, 0, time.UTC) // exclusive
@@ -242,11 +242,13 @@ func dateQueryUnits(lo, hi time.Time, minYear, maxYear int) []string {
 	if b.Add(-time.Microsecond).After(hi) {
 		b = b.Add(-dayLen)
 	}
-	if a.Before(floor) {
-		a = floor
-	}
-	if b.After(ceil) {
-		b = ceil
+	if !lo.After(MinTime) || !hi.Before(MaxTime) { // open: bounded; closed (eq) spans a year at most
+		if a.Before(floor) {
+			a = floor
+		}
+		if b.After(ceil) {
+			b = ceil
+		}
 	}
 	var out []string
 	for a.Before(b) {
@@ -300,13 +302,10 @@ func (q *Query) ApplyBlind(b Blinder, now time.Time) error {
 			case TypeToken:
 				switch {
 				case v.AnyCode:
-					return invalid(p.Name, "%q: searching by system alone is not available on an encrypted parameter", v.Raw)
+					return invalid(p.Name, "searching by system alone is not available on an encrypted parameter")
 				case v.AnySystem:
-					canon = append(canon, tokenCanon("", Clip(v.Code), true)...)
-				case v.System == "":
-					// "|code": no system. Tokens without a system carry only "c:".
-					canon = append(canon, tokenCanon("", Clip(v.Code), true)...)
-				default:
+					canon = append(canon, "c:"+canonCode(Clip(v.Code)))
+				default: // "system|code", or "|code": values without a system
 					canon = append(canon, tokenCanon(Clip(v.System), Clip(v.Code), false)...)
 				}
 			case TypeDate:

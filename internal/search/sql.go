@@ -83,9 +83,9 @@ func (p *Param) positive() bool {
 }
 
 // compartmental reports whether the parameter's rows are stored per
-// patient compartment (token and date rows; not blind tokens).
+// patient compartment (token, date and blind rows).
 func (p *Param) compartmental() bool {
-	return !p.blind && (p.def.Type == TypeToken || p.def.Type == TypeDate)
+	return p.blind || p.def.Type == TypeToken || p.def.Type == TypeDate
 }
 
 // table is the index table serving the parameter.

@@ -43,16 +43,16 @@ type indexRows struct {
 		typ, param, uri []string
 	}
 	blind struct {
-		rid        []int64
-		typ, param []string
-		token      [][]byte
+		rid                     []int64
+		typ, param, compartment []string
+		token                   [][]byte
 	}
 	tenant string
 }
 
 func (x *indexRows) add(rid int64, tenant, typ string, e *search.Entries) {
 	x.tenant = tenant
-	// Token and date rows once per patient compartment ("" when none).
+	// Token, date and blind rows once per patient compartment ("" when none).
 	comps := e.Compartments()
 	if len(comps) == 0 {
 		comps = []string{""}
@@ -73,6 +73,13 @@ func (x *indexRows) add(rid int64, tenant, typ string, e *search.Entries) {
 			x.date.lo = append(x.date.lo, v.Lo)
 			x.date.hi = append(x.date.hi, v.Hi)
 			x.date.compartment = append(x.date.compartment, c)
+		}
+		for _, v := range e.Blind {
+			x.blind.rid = append(x.blind.rid, rid)
+			x.blind.typ = append(x.blind.typ, typ)
+			x.blind.param = append(x.blind.param, v.Param)
+			x.blind.token = append(x.blind.token, v.Token)
+			x.blind.compartment = append(x.blind.compartment, c)
 		}
 	}
 	for _, v := range e.Strings {
@@ -104,12 +111,6 @@ func (x *indexRows) add(rid int64, tenant, typ string, e *search.Entries) {
 		x.qty.code = append(x.qty.code, v.Code)
 		x.qty.lo = append(x.qty.lo, v.Lo)
 		x.qty.hi = append(x.qty.hi, v.Hi)
-	}
-	for _, v := range e.Blind {
-		x.blind.rid = append(x.blind.rid, rid)
-		x.blind.typ = append(x.blind.typ, typ)
-		x.blind.param = append(x.blind.param, v.Param)
-		x.blind.token = append(x.blind.token, v.Token)
 	}
 	for _, v := range e.URIs {
 		x.uri.rid = append(x.uri.rid, rid)
@@ -164,9 +165,9 @@ func (x *indexRows) queue(b *pgx.Batch) {
 			x.tenant, x.uri.rid, x.uri.typ, x.uri.param, x.uri.uri)
 	}
 	if len(x.blind.rid) > 0 {
-		b.Queue(`INSERT INTO idx_blind (rid, tenant, type, param, token)
-			SELECT u.rid, $1, u.type, u.param, u.token
-			FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bytea[]) AS u(rid, type, param, token)`,
-			x.tenant, x.blind.rid, x.blind.typ, x.blind.param, x.blind.token)
+		b.Queue(`INSERT INTO idx_blind (rid, tenant, type, param, token, compartment)
+			SELECT u.rid, $1, u.type, u.param, u.token, u.compartment
+			FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bytea[], $6::text[]) AS u(rid, type, param, token, compartment)`,
+			x.tenant, x.blind.rid, x.blind.typ, x.blind.param, x.blind.token, x.blind.compartment)
 	}
 }

@@ -51,6 +51,9 @@ type Sealer interface {
 	// Blinder computes the blind tokens of search values (conditional
 	// operations search inside a Tx).
 	Blinder(ctx context.Context, tenant string) search.Blinder
+	// Prepare loads (or creates) the tenant's keys before a transaction
+	// begins, so that sealing inside it needs no second connection.
+	Prepare(ctx context.Context, tenant string) error
 }
 
 // WithSealer turns PHI encryption on.
@@ -119,6 +122,11 @@ func (s *Store) VRead(ctx context.Context, tenant, typ, id string, version int64
 // InTx runs fn in one database transaction: everything fn writes commits
 // together or not at all. Buffered writes are flushed before commit.
 func (s *Store) InTx(ctx context.Context, tenant string, fn func(*Tx) error) error {
+	if s.sealer != nil {
+		if err := s.sealer.Prepare(ctx, tenant); err != nil {
+			return err
+		}
+	}
 	return pgx.BeginFunc(ctx, s.pool, func(ptx pgx.Tx) error {
 		tx := &Tx{tx: ptx, tenant: tenant, now: s.now().UTC().Truncate(time.Microsecond), pending: map[key]bool{}, sealer: s.sealer}
 		if err := fn(tx); err != nil {
