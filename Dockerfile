@@ -18,7 +18,10 @@ RUN CGO_ENABLED=0 go build -trimpath \
 # tzdata only; the nonroot tag runs as uid/gid 65532.
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/fhirgate /fhirgate
+COPY --from=build /src/mappings /mappings
+COPY --from=build /src/policies /policies
 USER 65532:65532
+ENV FHIRGATE_MAPPINGS=/mappings FHIRGATE_PHI_POLICY=/policies/phi.yaml FHIRGATE_DATA_DIR=/data
 # Inside the container the gateway must listen beyond loopback for the
 # published port to reach it; publish it on the host's loopback unless TLS
 # is in front.

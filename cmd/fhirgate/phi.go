@@ -83,7 +83,7 @@ func phiConfigFromEnv(dataDir string) (phiConfig, error) {
 		return c, fmt.Errorf("FHIRGATE_ENV=production with FHIRGATE_KEY_PROVIDER=local: the local keyring keeps its wrapping keys in a file next to the data; " +
 			"use FHIRGATE_KEY_PROVIDER=vault, or set FHIRGATE_ALLOW_LOCAL_KEYRING=true to accept that")
 	}
-	if c.Enabled && c.Production && os.Getenv("FHIRGATE_PHI") == "off" {
+	if !c.Enabled && c.Production {
 		return c, fmt.Errorf("FHIRGATE_PHI=off is refused with FHIRGATE_ENV=production")
 	}
 	return c, nil

@@ -87,6 +87,10 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	pc, err := phiConfigFromEnv(sc.DataDir)
+	if err != nil {
+		return err
+	}
 	engine, err := mapping.Load(hc.Mappings)
 	if err != nil {
 		return fmt.Errorf("FHIRGATE_MAPPINGS=%s: %w", hc.Mappings, err)
@@ -122,10 +126,6 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 		startDebug(sc.DebugAddr, logger)
 	}
 	st := store.New(pool)
-	pc, err := phiConfigFromEnv(sc.DataDir)
-	if err != nil {
-		return err
-	}
 	reader := retrieve.New(st)
 	if pc.Enabled {
 		svc, closePHI, err := openPHI(ctx, pc, st, logger)
