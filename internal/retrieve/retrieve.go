@@ -10,10 +10,12 @@ import (
 	"context"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/fhirgate/fhirgate/internal/fhir"
 	"github.com/fhirgate/fhirgate/internal/search"
+	"github.com/fhirgate/fhirgate/internal/spec"
 	"github.com/fhirgate/fhirgate/internal/store"
 )
 
@@ -23,8 +25,24 @@ type Store interface {
 	VRead(ctx context.Context, tenant, typ, id string, version int64) (store.Version, error)
 	Search(ctx context.Context, tenant string, o store.SearchOptions) (store.Page, error)
 	History(ctx context.Context, tenant string, o store.HistoryOptions) (store.HistoryPage, error)
-	Included(ctx context.Context, tenant, typ string, ids []string, param, targetType string) ([]store.Version, error)
-	RevIncluded(ctx context.Context, tenant, typ string, ids []string, sourceType, param string) ([]store.Version, error)
+	Included(ctx context.Context, tenant, typ string, ids []string, param, targetType string, visible store.Visible) ([]store.Version, error)
+	RevIncluded(ctx context.Context, tenant, typ string, ids []string, sourceType, param string, visible store.Visible) ([]store.Version, error)
+}
+
+// Guard is the access decision of the request in ctx (the API builds one
+// per request from its subject and the OPA policy).
+type Guard interface {
+	// See returns what the request may see of resource type typ for an
+	// interaction (read, vread, search, history; includes are "search"),
+	// or an error: KindForbidden when the interaction on that type is
+	// refused outright, KindUnavailable when the policy cannot be
+	// evaluated (fail closed).
+	See(ctx context.Context, interaction, typ string) (*Visibility, error)
+	// Check decides one stored version exactly (the SQL visibility is
+	// judged on current index rows; Check sees the version itself).
+	// Denied versions are dropped; Check records the decision for the
+	// audit log.
+	Check(ctx context.Context, interaction string, v *store.Version) bool
 }
 
 // Protector decrypts PHI and blinds search values (internal/phi).
@@ -37,7 +55,15 @@ type Protector interface {
 type Service struct {
 	store   Store
 	protect Protector
+	guard   Guard
 	now     func() time.Time
+}
+
+// WithGuard puts every read behind an access decision. Without one, the
+// read path shows everything (authorization off).
+func (s *Service) WithGuard(g Guard) *Service {
+	s.guard = g
+	return s
 }
 
 // New returns the read path over a store.
@@ -55,7 +81,16 @@ func (s *Service) WithProtector(p Protector) *Service {
 // cannot be opened (key provider down beyond the key cache, a tampered
 // value) fails the request rather than returning ciphertext or partial
 // data.
-func (s *Service) release(ctx context.Context, tenant string, vs []store.Version) ([]store.Version, error) {
+func (s *Service) release(ctx context.Context, tenant, interaction string, vs []store.Version) ([]store.Version, error) {
+	if s.guard != nil {
+		kept := vs[:0]
+		for i := range vs {
+			if s.guard.Check(ctx, interaction, &vs[i]) {
+				kept = append(kept, vs[i])
+			}
+		}
+		vs = kept
+	}
 	if s.protect == nil {
 		return vs, nil
 	}
@@ -72,17 +107,68 @@ func (s *Service) release(ctx context.Context, tenant string, vs []store.Version
 	return vs, nil
 }
 
-func (s *Service) releaseOne(ctx context.Context, tenant string, v store.Version) (store.Version, error) {
-	vs, err := s.release(ctx, tenant, []store.Version{v})
+// releaseOne releases a single version; a denied one is reported as not
+// found, so a request cannot tell a hidden resource from a missing one.
+func (s *Service) releaseOne(ctx context.Context, tenant, interaction string, v store.Version) (store.Version, error) {
+	vs, err := s.release(ctx, tenant, interaction, []store.Version{v})
 	if err != nil {
 		return store.Version{}, err
 	}
+	if len(vs) == 0 {
+		return store.Version{}, fhir.Errorf(fhir.KindNotFound, "", "%s/%s is not known", v.Type, v.ID)
+	}
 	return vs[0], nil
+}
+
+// see is the Guard's visibility for typ, or everything without a Guard.
+func (s *Service) see(ctx context.Context, interaction, typ string) (*Visibility, error) {
+	if s.guard == nil {
+		return Unrestricted, nil
+	}
+	return s.guard.See(ctx, interaction, typ)
+}
+
+// visible renders, for store queries over several resource types, the
+// union of what the request may see of each: (type = T AND visibility of
+// T) OR ... Types whose interaction is refused are left out.
+func (s *Service) visible(ctx context.Context, interaction string, types []string) (store.Visible, error) {
+	if s.guard == nil {
+		return nil, nil
+	}
+	type group struct {
+		types []string
+		vis   *Visibility
+	}
+	var groups []group
+	for _, t := range types {
+		v, err := s.guard.See(ctx, interaction, t)
+		if err != nil {
+			if fhir.KindOf(err) == fhir.KindForbidden {
+				continue
+			}
+			return nil, err
+		}
+		groups = append(groups, group{[]string{t}, v})
+	}
+	return func(alias string, args *[]any) string {
+		if len(groups) == 0 {
+			return "FALSE"
+		}
+		var ors []string
+		for _, g := range groups {
+			*args = append(*args, g.types)
+			ors = append(ors, "("+alias+".type = ANY($"+strconv.Itoa(len(*args))+"::text[]) AND "+g.vis.condition(alias, args)+")")
+		}
+		return "(" + strings.Join(ors, " OR ") + ")"
+	}, nil
 }
 
 // Read returns the current version. A deleted resource is KindGone (the
 // tombstone's version is returned with the error for the ETag).
 func (s *Service) Read(ctx context.Context, tenant, typ, id string) (store.Version, error) {
+	if _, err := s.see(ctx, "read", typ); err != nil {
+		return store.Version{}, err
+	}
 	v, err := s.store.Read(ctx, tenant, typ, id)
 	if err != nil {
 		return v, err
@@ -90,7 +176,7 @@ func (s *Service) Read(ctx context.Context, tenant, typ, id string) (store.Versi
 	if v.Deleted {
 		return v, fhir.Errorf(fhir.KindGone, "", "%s/%s was deleted", typ, id).WithCode("deleted")
 	}
-	return s.releaseOne(ctx, tenant, v)
+	return s.releaseOne(ctx, tenant, "read", v)
 }
 
 // VRead returns one version; a tombstone version is KindGone.
@@ -99,6 +185,9 @@ func (s *Service) VRead(ctx context.Context, tenant, typ, id, vid string) (store
 	if err != nil || n < 1 {
 		return store.Version{}, fhir.Errorf(fhir.KindNotFound, "", "%s/%s has no version of that name", typ, id)
 	}
+	if _, err := s.see(ctx, "vread", typ); err != nil {
+		return store.Version{}, err
+	}
 	v, err := s.store.VRead(ctx, tenant, typ, id, n)
 	if err != nil {
 		return v, err
@@ -106,7 +195,7 @@ func (s *Service) VRead(ctx context.Context, tenant, typ, id, vid string) (store
 	if v.Deleted {
 		return v, fhir.Errorf(fhir.KindGone, "", "%s/%s version %d is a deletion", typ, id, n).WithCode("deleted")
 	}
-	return s.releaseOne(ctx, tenant, v)
+	return s.releaseOne(ctx, tenant, "vread", v)
 }
 
 // SearchResult is one page of a search.
@@ -148,13 +237,22 @@ func (s *Service) Search(ctx context.Context, tenant, typ string, params url.Val
 	// it runs only when asked for (_total=accurate); a search that fits on
 	// its first page gets its total for free.
 	total := q.Total == "accurate"
+	vis, err := s.see(ctx, "search", typ)
+	if err != nil {
+		return nil, err
+	}
+	// The access condition is part of the query, so pages are full, next
+	// links stable and totals count only what the request may see.
+	where := func(args *[]any) string {
+		return "(" + q.Condition(args) + ") AND " + vis.condition("r", args)
+	}
 	page, err := s.store.Search(ctx, tenant, store.SearchOptions{
-		Type: typ, Where: q.Condition, Sort: q.SortSQL, Count: q.Count, After: after, Total: total,
+		Type: typ, Where: where, Sort: q.SortSQL, Count: q.Count, After: after, Total: total,
 	})
 	if err != nil {
 		return nil, err
 	}
-	matches, err := s.release(ctx, tenant, page.Versions)
+	matches, err := s.release(ctx, tenant, "search", page.Versions)
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +273,7 @@ func (s *Service) Search(ctx context.Context, tenant, typ string, params url.Val
 		if err != nil {
 			return nil, err
 		}
-		if res.Included, err = s.release(ctx, tenant, inc); err != nil {
+		if res.Included, err = s.release(ctx, tenant, "search", inc); err != nil {
 			return nil, err
 		}
 	}
@@ -204,7 +302,15 @@ func (s *Service) includes(ctx context.Context, tenant string, q *search.Query, 
 			continue
 		}
 		for _, p := range referenceParams(inc.SourceType, inc.Param) {
-			vs, err := s.store.Included(ctx, tenant, q.Type, ids, p, inc.TargetType)
+			targets := []string{inc.TargetType}
+			if inc.TargetType == "" {
+				targets = referenceTargets(inc.SourceType, p)
+			}
+			visible, err := s.visible(ctx, "search", targets)
+			if err != nil {
+				return nil, err
+			}
+			vs, err := s.store.Included(ctx, tenant, q.Type, ids, p, inc.TargetType, visible)
 			if err != nil {
 				return nil, err
 			}
@@ -215,8 +321,12 @@ func (s *Service) includes(ctx context.Context, tenant string, q *search.Query, 
 		if inc.TargetType != "" && inc.TargetType != q.Type {
 			continue
 		}
+		visible, err := s.visible(ctx, "search", []string{inc.SourceType})
+		if err != nil {
+			return nil, err
+		}
 		for _, p := range referenceParams(inc.SourceType, inc.Param) {
-			vs, err := s.store.RevIncluded(ctx, tenant, q.Type, ids, inc.SourceType, p)
+			vs, err := s.store.RevIncluded(ctx, tenant, q.Type, ids, inc.SourceType, p, visible)
 			if err != nil {
 				return nil, err
 			}
@@ -238,6 +348,15 @@ func referenceParams(typ, param string) []string {
 		}
 	}
 	return out
+}
+
+// referenceTargets lists the resource types reference parameter param of
+// typ may point to (every type when it may point to any).
+func referenceTargets(typ, param string) []string {
+	if p := search.Lookup(typ, param); p != nil && len(p.Targets) > 0 {
+		return p.Targets
+	}
+	return spec.ResourceTypes()
 }
 
 // HistoryResult is one page of history, newest first.
@@ -287,17 +406,36 @@ func (s *Service) History(ctx context.Context, tenant, typ, id string, params ur
 			return nil, fhir.Errorf(fhir.KindInvalid, "", "history does not support parameter %q", k)
 		}
 	}
+	types := []string{typ}
+	if typ == "" {
+		types = spec.ResourceTypes()
+	}
+	visible, err := s.visible(ctx, "history", types)
+	if err != nil {
+		return nil, err
+	}
+	if typ != "" {
+		if _, err := s.see(ctx, "history", typ); err != nil {
+			return nil, err
+		}
+	}
+	o.Visible = visible
 	if id != "" {
 		// A resource never written has no history: 404, not an empty page.
-		if _, err := s.store.Read(ctx, tenant, typ, id); err != nil {
+		// Nor has one the request may not see.
+		cur, err := s.store.Read(ctx, tenant, typ, id)
+		if err != nil {
 			return nil, err
+		}
+		if s.guard != nil && !s.guard.Check(ctx, "history", &cur) {
+			return nil, fhir.Errorf(fhir.KindNotFound, "", "%s/%s is not known", typ, id)
 		}
 	}
 	page, err := s.store.History(ctx, tenant, o)
 	if err != nil {
 		return nil, err
 	}
-	versions, err := s.release(ctx, tenant, page.Versions)
+	versions, err := s.release(ctx, tenant, "history", page.Versions)
 	if err != nil {
 		return nil, err
 	}

@@ -12,14 +12,19 @@ const MaxIncluded = 1000
 
 // Included returns the current resources that the resources typ/ids refer
 // to through reference parameter param (targetType "" for any type).
-func (s *Store) Included(ctx context.Context, tenant, typ string, ids []string, param, targetType string) ([]Version, error) {
+func (s *Store) Included(ctx context.Context, tenant, typ string, ids []string, param, targetType string, visible Visible) ([]Version, error) {
+	args := []any{tenant, typ, ids, param, targetType, MaxIncluded}
+	vis := "TRUE"
+	if visible != nil {
+		vis = visible("t", &args)
+	}
 	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (t.rid) t.type, t.id, t.version, t.seq, t.last_updated, t.deleted, t.method, t.body
 		FROM resources r
 		JOIN idx_reference i ON i.rid = r.rid AND i.param = $4
 		JOIN resources t ON t.tenant = r.tenant AND t.type = i.target_type AND t.id = i.target_id
 		WHERE r.tenant = $1 AND r.type = $2 AND r.id = ANY($3) AND NOT t.deleted
-			AND ($5 = '' OR t.type = $5)
-		ORDER BY t.rid LIMIT $6`, tenant, typ, ids, param, targetType, MaxIncluded)
+			AND ($5 = '' OR t.type = $5) AND (`+vis+`)
+		ORDER BY t.rid LIMIT $6`, args...)
 	if err != nil {
 		return nil, classify("store: include", err)
 	}
@@ -29,12 +34,17 @@ func (s *Store) Included(ctx context.Context, tenant, typ string, ids []string, 
 
 // RevIncluded returns the current resources of sourceType that refer to
 // typ/ids through reference parameter param.
-func (s *Store) RevIncluded(ctx context.Context, tenant, typ string, ids []string, sourceType, param string) ([]Version, error) {
+func (s *Store) RevIncluded(ctx context.Context, tenant, typ string, ids []string, sourceType, param string, visible Visible) ([]Version, error) {
+	args := []any{tenant, typ, ids, sourceType, param, MaxIncluded}
+	vis := "TRUE"
+	if visible != nil {
+		vis = visible("r", &args)
+	}
 	rows, err := s.pool.Query(ctx, `SELECT DISTINCT ON (r.rid) r.type, r.id, r.version, r.seq, r.last_updated, r.deleted, r.method, r.body
 		FROM idx_reference i JOIN resources r ON r.rid = i.rid
 		WHERE i.tenant = $1 AND i.type = $4 AND i.param = $5 AND i.target_type = $2 AND i.target_id = ANY($3)
-			AND NOT r.deleted
-		ORDER BY r.rid LIMIT $6`, tenant, typ, ids, sourceType, param, MaxIncluded)
+			AND NOT r.deleted AND (`+vis+`)
+		ORDER BY r.rid LIMIT $6`, args...)
 	if err != nil {
 		return nil, classify("store: revinclude", err)
 	}

@@ -102,8 +102,17 @@ func (s *Store) Search(ctx context.Context, tenant string, o SearchOptions) (Pag
 	return page, nil
 }
 
+// Visible renders an access condition over the current-version row aliased
+// alias (columns rid, tenant, type, id), appending its bind arguments. The
+// store ANDs it into history and include queries; nil allows everything.
+type Visible func(alias string, args *[]any) string
+
 // HistoryOptions selects versions for instance, type or system history.
 type HistoryOptions struct {
+	// Visible limits the versions to resources whose current version it
+	// accepts (a deleted resource's history is judged by its last index
+	// rows, which deletion removes: the caller re-checks each version).
+	Visible Visible
 	Type   string    // "" for system history
 	ID     string    // "" for type or system history
 	Since  time.Time // zero for no lower bound
@@ -146,12 +155,15 @@ func (s *Store) History(ctx context.Context, tenant string, o HistoryOptions) (H
 	for _, c := range conds {
 		where += " AND " + c
 	}
+	if o.Visible != nil {
+		where += " AND EXISTS (SELECT 1 FROM resources cur WHERE cur.tenant = $1 AND cur.type = h0.type AND cur.id = h0.id AND " + o.Visible("cur", &args) + ")"
+	}
 	args = append(args, o.Count+1)
 	lim := fmt.Sprintf("$%d", len(args))
 	sql := `SELECT ` + versionCols + ` FROM (
-		(SELECT ` + versionCols + ` FROM resources WHERE ` + where + ` ORDER BY seq DESC LIMIT ` + lim + `)
+		(SELECT ` + versionCols + ` FROM resources h0 WHERE ` + where + ` ORDER BY seq DESC LIMIT ` + lim + `)
 		UNION ALL
-		(SELECT ` + versionCols + ` FROM resource_history WHERE ` + where + ` ORDER BY seq DESC LIMIT ` + lim + `)
+		(SELECT ` + versionCols + ` FROM resource_history h0 WHERE ` + where + ` ORDER BY seq DESC LIMIT ` + lim + `)
 	) h ORDER BY seq DESC LIMIT ` + lim
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
