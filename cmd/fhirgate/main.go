@@ -59,6 +59,8 @@ commands:
   ingest    replay: re-run HL7 v2 dead letters after a mapping fix
   bench     load-test a running gateway (fhirgate bench -h)
   keys      status | rotate | reencrypt | shred: manage the PHI encryption keys (fhirgate keys -h)
+  audit     verify | checkpoint: verify the access log's hash chain against its signed checkpoints (fhirgate audit -h)
+  token     mint a signed dev token for a role, user, patient and purpose (fhirgate token -h)
 `
 
 type usageError string
@@ -82,6 +84,10 @@ func realMain(ctx context.Context, args []string, logger *slog.Logger) error {
 		return ingestCmd(ctx, args[1:], logger)
 	case "keys":
 		return keysCmd(ctx, args[1:], logger)
+	case "audit":
+		return auditCmd(ctx, args[1:], logger)
+	case "token":
+		return tokenCmd(args[1:])
 	case "help", "-h", "--help":
 		fmt.Print(usage)
 		return nil
