@@ -45,7 +45,8 @@ func startGateway(t *testing.T, bin, dbURL, httpAddr, mllpAddr string) *exec.Cmd
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "FHIRGATE_ADDR="+httpAddr, "FHIRGATE_MLLP_ADDR="+mllpAddr,
 		"FHIRGATE_MAPPINGS="+filepath.Join("..", "..", "mappings"), "FHIRGATE_LOG_LEVEL=warn",
-		"FHIRGATE_PHI_POLICY="+filepath.Join("..", "..", "policies", "phi.yaml"), "FHIRGATE_DATA_DIR="+t.TempDir())
+		"FHIRGATE_PHI_POLICY="+filepath.Join("..", "..", "policies", "phi.yaml"), "FHIRGATE_DATA_DIR="+t.TempDir(),
+		"FHIRGATE_POLICIES="+filepath.Join("..", "..", "policies"))
 	cmd.Stdout, cmd.Stderr = nil, nil
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

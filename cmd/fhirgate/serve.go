@@ -12,10 +12,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/fhirgate/fhirgate/internal/access"
 	"github.com/fhirgate/fhirgate/internal/api"
 	"github.com/fhirgate/fhirgate/internal/database"
 	"github.com/fhirgate/fhirgate/internal/ingest"
 	"github.com/fhirgate/fhirgate/internal/mapping"
+	"github.com/fhirgate/fhirgate/internal/phi"
 	"github.com/fhirgate/fhirgate/internal/retrieve"
 	"github.com/fhirgate/fhirgate/internal/store"
 	"github.com/fhirgate/fhirgate/internal/validate"
@@ -27,6 +29,7 @@ type serveConfig struct {
 	DataDir         string        // FHIRGATE_DATA_DIR: where the dev default keeps its private database
 	ShutdownTimeout time.Duration // FHIRGATE_SHUTDOWN_TIMEOUT
 	DebugAddr       string        // FHIRGATE_DEBUG_ADDR: pprof listener, off by default
+	devToken        string        // a dev token to print (not configuration)
 }
 
 func serveConfigFromEnv() (serveConfig, error) {
@@ -127,8 +130,10 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 	}
 	st := store.New(pool)
 	reader := retrieve.New(st)
+	var svc *phi.Service
 	if pc.Enabled {
-		svc, closePHI, err := openPHI(ctx, pc, st, logger)
+		var closePHI func()
+		svc, closePHI, err = openPHI(ctx, pc, st, logger)
 		if err != nil {
 			return err
 		}
@@ -152,7 +157,22 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 		}
 		defer stop()
 	}
-	srv := api.New(ac, writer, reader, pool.Ping, logger).WithHL7(intake).WithPush(push)
+	sec, err := openSecurity(ctx, sc.DataDir, pool, st, svc, logger)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := sec.close(cctx); err != nil {
+			logger.Error("closing the audit log", "error", err.Error())
+		}
+	}()
+	reloadPoliciesOnHUP(ctx, securityConfigFromEnv().Policies, sec.engine, logger)
+	reader.WithGuard(access.Guard{})
+	ac.Issuer = sec.authn.Issuer()
+	srv := api.New(ac, writer, reader, pool.Ping, logger).WithHL7(intake).WithPush(push).WithSecurity(sec.api)
+	sc.devToken = sec.devToken
 	return listenAndServe(ctx, sc, srv.Handler(), logger)
 }
 
@@ -174,9 +194,14 @@ func listenAndServe(ctx context.Context, sc serveConfig, h http.Handler, logger 
 	}
 	base := "http://" + ln.Addr().String() + "/fhir"
 	logger.Info("fhirgate listening", "addr", ln.Addr().String(), "base", base)
+	auth := ""
+	if sc.devToken != "" {
+		fmt.Fprintf(os.Stderr, "\na dev token (clinician, 1h; mint others with `fhirgate token -h`):\n  export TOKEN=%s\n", sc.devToken)
+		auth = "-H \"Authorization: Bearer $TOKEN\" "
+	}
 	fmt.Fprintf(os.Stderr, "\nfhirgate is listening on %s\ntry:\n  curl -s %s/metadata | head -c 300; echo\n"+
-		"  curl -s -X POST -H 'Content-Type: application/fhir+json' -d '{\"resourceType\":\"Patient\",\"name\":[{\"family\":\"Chalmers\",\"given\":[\"Peter\"]}],\"gender\":\"male\",\"birthDate\":\"1974-12-25\"}' %s/Patient\n"+
-		"  curl -s '%s/Patient?family=chalmers'\n\n", base, base, base, base)
+		"  curl -s %s-X POST -H 'Content-Type: application/fhir+json' -d '{\"resourceType\":\"Patient\",\"managingOrganization\":{\"reference\":\"Organization/dev-org\"},\"name\":[{\"family\":\"Chalmers\",\"given\":[\"Peter\"]}],\"gender\":\"male\",\"birthDate\":\"1974-12-25\"}' %s/Patient\n"+
+		"  curl -s %s'%s/Patient?family=chalmers'\n\n", base, base, auth, base, auth, base)
 
 	errc := make(chan error, 1)
 	go func() { errc <- hs.Serve(ln) }()

@@ -34,6 +34,7 @@ type Config struct {
 	Tenant       string // FHIRGATE_TENANT: the tenant every request writes and reads
 	MaxBodyBytes int64  // FHIRGATE_MAX_BODY_BYTES
 	BaseURL      string // FHIRGATE_BASE_URL: absolute base for links; "" derives it from the request
+	Issuer       string // the token issuer, for the SMART configuration
 }
 
 // ConfigFromEnv reads the configuration, naming the variable at fault.
@@ -71,6 +72,7 @@ type Server struct {
 	caps   []byte // the CapabilityStatement, rendered once
 	hl7    HL7Intake
 	push   PushIntake
+	sec    *Security
 }
 
 // New builds the API.
@@ -85,7 +87,7 @@ func (s *Server) Handler() http.Handler {
 	gin.SetMode(gin.ReleaseMode)
 	e := gin.New()
 	e.HandleMethodNotAllowed = false
-	e.Use(s.requestID, s.accessLog, s.recover)
+	e.Use(s.requestID, s.accessLog, s.recover, s.secure)
 	e.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok\n") })
 	e.GET("/readyz", func(c *gin.Context) {
 		ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
@@ -96,6 +98,8 @@ func (s *Server) Handler() http.Handler {
 		}
 		c.String(http.StatusOK, "ready\n")
 	})
+	e.GET("/.well-known/smart-configuration", s.smartConfiguration)
+	e.GET("/audit/reports/:kind", s.auditReport)
 	e.POST("/hl7v2", s.postHL7)
 	e.POST("/ingest/fhir", s.negotiate, s.ingestFHIR)
 	fhirGroup := e.Group("/fhir", s.negotiate)

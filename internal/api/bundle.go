@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"github.com/fhirgate/fhirgate/internal/access"
 	"mime"
 	"net/http"
 	"net/url"
@@ -118,6 +119,9 @@ func (s *Server) postSearch(c *gin.Context, typ string) {
 	if err != nil {
 		s.fail(c, fhir.Errorf(fhir.KindInvalid, "", "the form body is not valid application/x-www-form-urlencoded"))
 		return
+	}
+	if req := access.From(c.Request.Context()); req != nil {
+		req.SetQuery(form.Encode())
 	}
 	// Parameters may come in the URL as well as the body.
 	for k, vs := range c.Request.URL.Query() {
@@ -243,6 +247,9 @@ func (s *Server) bundle(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
+	if !s.authorizeBundle(c, b) {
+		return
+	}
 	ctx := c.Request.Context()
 	results, err := s.writer.Process(ctx, s.cfg.Tenant, b)
 	if err != nil {
@@ -267,6 +274,9 @@ func (s *Server) bundle(c *gin.Context) {
 			resp["outcome"] = json.RawMessage(fhir.OperationOutcome(r.Outcome.Issues...))
 		}
 		if r.Version != nil && !r.Version.Deleted {
+			if b.Entries[i].Method != "GET" {
+				touched(c, r.Version.Type, r.Version.ID, r.Version.Body)
+			}
 			full = memberString("fullUrl", fullURL(base, *r.Version))
 			if representation || b.Entries[i].Method == "GET" {
 				res = member("resource", r.Version.Body)

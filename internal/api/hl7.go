@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"github.com/fhirgate/fhirgate/internal/access"
 	"mime"
 	"net/http"
 
@@ -47,6 +48,12 @@ func (s *Server) postHL7(c *gin.Context) {
 	if err != nil {
 		s.fail(c, err)
 		return
+	}
+	if req := access.From(c.Request.Context()); req != nil {
+		if err := req.AuthorizeType(c.Request.Context(), "hl7", ""); err != nil {
+			s.fail(c, err)
+			return
+		}
 	}
 	ack := s.hl7.Handle(c.Request.Context(), s.cfg.Tenant, body)
 	if ack == nil {

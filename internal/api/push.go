@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"fmt"
+	"github.com/fhirgate/fhirgate/internal/access"
 	"mime"
 	"net/http"
 	"strconv"
@@ -39,6 +40,12 @@ func (s *Server) ingestFHIR(c *gin.Context) {
 	}
 	mt, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type"))
 	source := c.Query("source")
+	if req := access.From(c.Request.Context()); req != nil {
+		if err := req.AuthorizeSource(c.Request.Context(), "push", source); err != nil {
+			s.fail(c, err)
+			return
+		}
+	}
 	switch mt {
 	case "application/fhir+ndjson", "application/x-ndjson", "application/ndjson":
 		body, err := s.limitedBody(c)
@@ -77,6 +84,12 @@ func (s *Server) ingestFHIR(c *gin.Context) {
 
 // pushBundle stores a pushed Bundle and answers with a batch-response.
 func (s *Server) pushBundle(c *gin.Context, body []byte, source string) {
+	if req := access.From(c.Request.Context()); req != nil {
+		if err := req.AuthorizeSource(c.Request.Context(), "push", source); err != nil {
+			s.fail(c, err)
+			return
+		}
+	}
 	in, origin, err := ingest.ParsePushBundle(body)
 	if err != nil {
 		s.fail(c, err)

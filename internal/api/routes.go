@@ -39,6 +39,11 @@ func (s *Server) route(c *gin.Context) {
 		return
 	}
 	switch seg[0] {
+	case ".well-known":
+		if len(seg) == 2 && seg[1] == "smart-configuration" && m == http.MethodGet {
+			s.smartConfiguration(c)
+			return
+		}
 	case "metadata":
 		if len(seg) != 1 {
 			break
@@ -61,6 +66,20 @@ func (s *Server) route(c *gin.Context) {
 		return
 	}
 	typ := seg[0]
+	if typ == "AuditEvent" && s.sec != nil && s.sec.Reader != nil {
+		// The access log, for auditors: never stored AuditEvents.
+		switch {
+		case m != http.MethodGet:
+			notAllowed("GET")
+		case len(seg) == 1 || (len(seg) == 2 && seg[1] == "_search"):
+			s.auditEvents(c, "")
+		case len(seg) == 2:
+			s.auditEvents(c, seg[1])
+		default:
+			s.fail(c, fhir.Errorf(fhir.KindNotFound, "", "no such AuditEvent endpoint"))
+		}
+		return
+	}
 	if strings.HasPrefix(typ, "$") || (len(seg) > 1 && strings.HasPrefix(seg[len(seg)-1], "$")) {
 		s.fail(c, fhir.Errorf(fhir.KindNotFound, "", "operations are not supported").WithCode("not-supported"))
 		return
@@ -196,6 +215,7 @@ func (s *Server) vread(c *gin.Context, typ, id, vid string) {
 // respondWrite answers a create or update per the Prefer header.
 func (s *Server) respondWrite(c *gin.Context, res ingest.Result) {
 	v := res.Version
+	touched(c, v.Type, v.ID, v.Body)
 	setVersionHeaders(c, v)
 	status := http.StatusOK
 	if res.Created {
@@ -241,6 +261,12 @@ func (s *Server) create(c *gin.Context, typ string) {
 	if !ok {
 		return
 	}
+	if !s.authorizeWrite(c, "create", typ, "", r.Bytes()) {
+		return
+	}
+	if c.GetHeader("If-None-Exist") != "" && !s.authorizeConditional(c, "create", typ) {
+		return
+	}
 	res, err := s.writer.Create(c.Request.Context(), s.cfg.Tenant, r, c.GetHeader("If-None-Exist"))
 	if err != nil {
 		s.fail(c, err)
@@ -257,6 +283,9 @@ func (s *Server) update(c *gin.Context, typ, id string) {
 	ifMatch, err := ingest.ParseIfMatch(c.GetHeader("If-Match"))
 	if err != nil {
 		s.fail(c, err)
+		return
+	}
+	if !s.authorizeWrite(c, "update", typ, id, r.Bytes()) {
 		return
 	}
 	res, err := s.writer.Update(c.Request.Context(), s.cfg.Tenant, typ, id, r, ifMatch)
@@ -281,6 +310,9 @@ func (s *Server) conditionalUpdate(c *gin.Context, typ string) {
 		s.fail(c, err)
 		return
 	}
+	if !s.authorizeWrite(c, "update", typ, "", r.Bytes()) || !s.authorizeConditional(c, "update", typ) {
+		return
+	}
 	res, err := s.writer.ConditionalUpdate(c.Request.Context(), s.cfg.Tenant, typ, stripControl(c.Request.URL.Query()).Encode(), r, ifMatch)
 	if err != nil {
 		s.fail(c, err)
@@ -300,6 +332,9 @@ func (s *Server) delete(c *gin.Context, typ, id string) {
 	ifMatch, err := ingest.ParseIfMatch(c.GetHeader("If-Match"))
 	if err != nil {
 		s.fail(c, err)
+		return
+	}
+	if !s.authorizeWrite(c, "delete", typ, id, nil) {
 		return
 	}
 	res, err := s.writer.Delete(c.Request.Context(), s.cfg.Tenant, typ, id, ifMatch)
@@ -332,6 +367,9 @@ func (s *Server) conditionalDelete(c *gin.Context, typ string) {
 	q := stripControl(c.Request.URL.Query())
 	if len(q) == 0 {
 		s.fail(c, fhir.Errorf(fhir.KindMethodNotAllowed, "", "DELETE needs an id or a search (conditional delete)"))
+		return
+	}
+	if !s.authorizeWrite(c, "delete", typ, "", nil) || !s.authorizeConditional(c, "delete", typ) {
 		return
 	}
 	n, err := s.writer.ConditionalDelete(c.Request.Context(), s.cfg.Tenant, typ, q.Encode(), false, 0)

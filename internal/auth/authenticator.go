@@ -266,9 +266,11 @@ const DevSubjectID = "anonymous-dev"
 // DevSubject is the Subject every request gets with FHIRGATE_AUTH=off.
 func DevSubject() *Subject {
 	sc, _ := ParseScope("system/*.cruds")
+	// A backend service with every scope: the policies' backend-service
+	// grant lets it reach every patient (roles would restrict it: auditor
+	// and admin never see clinical data).
 	return &Subject{
-		ID: DevSubjectID, Kind: KindUser,
-		Roles:        []string{RoleAdmin, RoleClinician, RoleAuditor},
+		ID: DevSubjectID, Kind: KindSystem,
 		Scopes:       []Scope{sc},
 		PurposeOfUse: PurposeTreatment,
 	}

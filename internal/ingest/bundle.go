@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -31,6 +33,25 @@ type Entry struct {
 	id  string // from request.url, or assigned
 	q   string // query of a conditional PUT/DELETE, or of a GET
 }
+
+// Target returns the resource type, id and conditional query the entry's
+// request addresses (known once the Bundle is parsed).
+func (e *Entry) Target() (typ, id, query string) { return e.typ, e.id, e.q }
+
+// ConditionalReferenceTypes lists the resource types of the conditional
+// references ("Patient?identifier=...") in the entry's resource.
+func (e *Entry) ConditionalReferenceTypes() []string {
+	var out []string
+	for _, m := range condRefPattern.FindAllSubmatch(e.Raw, -1) {
+		t := string(m[1])
+		if !slices.Contains(out, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+var condRefPattern = regexp.MustCompile(`"reference"\s*:\s*"([A-Z][A-Za-z]+)\?`)
 
 // EntryResult is the response to one entry.
 type EntryResult struct {

@@ -463,3 +463,18 @@ func cloneValues(v url.Values) url.Values {
 	}
 	return out
 }
+
+// Stored returns the current version of a resource as stored (sealed, not
+// released) for the write path's authorization: the attributes a policy
+// reads (references, meta) are never sealed. ok is false when the resource
+// does not exist or is deleted.
+func (s *Service) Stored(ctx context.Context, tenant, typ, id string) (store.Version, bool, error) {
+	v, err := s.store.Read(ctx, tenant, typ, id)
+	if fhir.KindOf(err) == fhir.KindNotFound {
+		return store.Version{}, false, nil
+	}
+	if err != nil {
+		return store.Version{}, false, err
+	}
+	return v, !v.Deleted, nil
+}

@@ -1,6 +1,8 @@
 package retrieve
 
 import (
+	"net/url"
+	"sort"
 	"strconv"
 	"strings"
 )
@@ -23,10 +25,18 @@ type Visibility struct {
 	// ExcludeLabels hides resources carrying any of these meta.security
 	// codes.
 	ExcludeLabels []string
+	// AnySource, else only resources whose meta.source is one of Sources.
+	AnySource bool
+	Sources   []string
+	// Params restricts to resources matching token conditions (granular
+	// SMART scopes): for every key, every value's comma-separated
+	// alternatives ("code", "system|code", "|code", "system|") must match
+	// one of the resource's index rows for that parameter.
+	Params url.Values
 }
 
 // Unrestricted is the visibility of a request that may see everything.
-var Unrestricted = &Visibility{AnyPatient: true, NonCompartment: true}
+var Unrestricted = &Visibility{AnyPatient: true, NonCompartment: true, AnySource: true}
 
 // condition renders the visibility as SQL over the current-version row
 // aliased a (columns rid, tenant, type, id), appending its arguments. It
@@ -70,6 +80,33 @@ func (v *Visibility) condition(a string, args *[]any) string {
 		parts = append(parts, "("+strings.Join(ors, " OR ")+")")
 	} else if !v.NonCompartment {
 		parts = append(parts, "("+a+".type = 'Patient' OR EXISTS (SELECT 1 FROM idx_reference c WHERE c.rid = "+a+".rid AND c.param = 'patient'))")
+	}
+	if !v.AnySource {
+		parts = append(parts, "EXISTS (SELECT 1 FROM idx_uri u WHERE u.rid = "+a+".rid AND u.param = '_source' AND u.uri = ANY("+bind(v.Sources)+"::text[]))")
+	}
+	keys := make([]string, 0, len(v.Params))
+	for k := range v.Params {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		for _, val := range v.Params[k] {
+			var ors []string
+			for _, alt := range strings.Split(val, ",") {
+				system, code, hasBar := strings.Cut(alt, "|")
+				switch {
+				case !hasBar:
+					ors = append(ors, "x.code = "+bind(alt))
+				case system == "":
+					ors = append(ors, "(x.system = '' AND x.code = "+bind(code)+")")
+				case code == "":
+					ors = append(ors, "x.system = "+bind(system))
+				default:
+					ors = append(ors, "(x.system = "+bind(system)+" AND x.code = "+bind(code)+")")
+				}
+			}
+			parts = append(parts, "EXISTS (SELECT 1 FROM idx_token x WHERE x.rid = "+a+".rid AND x.param = "+bind(k)+" AND ("+strings.Join(ors, " OR ")+"))")
+		}
 	}
 	if len(v.ExcludeLabels) > 0 {
 		parts = append(parts, "NOT EXISTS (SELECT 1 FROM idx_token s WHERE s.rid = "+a+".rid AND s.param = '_security' AND s.code = ANY("+bind(v.ExcludeLabels)+"::text[]))")

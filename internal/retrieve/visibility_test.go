@@ -96,7 +96,7 @@ func TestSearchUnderVisibility(t *testing.T) {
 	ctx := context.Background()
 	// Patients of org1 (p1, p2), without restricted resources.
 	g := fixedGuard{
-		vis: &retrieve.Visibility{Organizations: []string{"org1"}, NonCompartment: true, ExcludeLabels: []string{"R"}},
+		vis: &retrieve.Visibility{Organizations: []string{"org1"}, NonCompartment: true, ExcludeLabels: []string{"R"}, AnySource: true},
 		allow: func(v *store.Version) bool {
 			p := patientOf(v)
 			return (p == "p1" || p == "p2" || v.Type == "Practitioner") && !strings.Contains(string(v.Body), `"code":"R"`)
@@ -182,6 +182,32 @@ func TestSearchUnderVisibility(t *testing.T) {
 	}
 }
 
+// TestGranularAndSourceVisibility: a granular scope's token conditions and
+// a source restriction are part of the SQL too.
+func TestGranularAndSourceVisibility(t *testing.T) {
+	t.Parallel()
+	st := world(t)
+	ctx := context.Background()
+	all := func(*store.Version) bool { return true }
+	r := retrieve.New(st).WithGuard(fixedGuard{allow: all, vis: &retrieve.Visibility{AnyPatient: true, NonCompartment: true, AnySource: true,
+		Params: url.Values{"status": {"amended,cancelled"}}}})
+	res, err := r.Search(ctx, tenant, "Observation", url.Values{"_total": {"accurate"}}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := ids(res.Matches); !slices.Equal(m, []string{"Observation/o1-00"}) || res.Total != 1 {
+		t.Errorf("Observations under status=amended,cancelled: %v (total %d), want o1-00 only", m, res.Total)
+	}
+	r = retrieve.New(st).WithGuard(fixedGuard{allow: all, vis: &retrieve.Visibility{AnyPatient: true, NonCompartment: true, Sources: []string{"urn:emr:a"}}})
+	res, err = r.Search(ctx, tenant, "Observation", nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Matches) != 0 {
+		t.Errorf("Observations of source urn:emr:a: %v, want none (none has that meta.source)", ids(res.Matches))
+	}
+}
+
 // TestReadAndHistoryUnderVisibility: a hidden resource reads as not found
 // (indistinguishable from a missing one), its history too, and type and
 // system history leave hidden versions out.
@@ -190,7 +216,7 @@ func TestReadAndHistoryUnderVisibility(t *testing.T) {
 	st := world(t)
 	ctx := context.Background()
 	g := fixedGuard{
-		vis:   &retrieve.Visibility{Patients: []string{"p1"}},
+		vis:   &retrieve.Visibility{Patients: []string{"p1"}, AnySource: true},
 		allow: func(v *store.Version) bool { return patientOf(v) == "p1" },
 	}
 	r := retrieve.New(st).WithGuard(g)

@@ -51,3 +51,24 @@ func (s *Store) RevIncluded(ctx context.Context, tenant, typ string, ids []strin
 	vs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Version, error) { return scanVersion(row) })
 	return vs, classify("store: revinclude", err)
 }
+
+// PatientOrganizations returns the managingOrganization id of each of the
+// given Patients that has one (for access decisions by organization).
+func (s *Store) PatientOrganizations(ctx context.Context, tenant string, patientIDs []string) (map[string]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT p.id, o.target_id FROM resources p
+		JOIN idx_reference o ON o.rid = p.rid AND o.param = 'organization' AND o.target_type = 'Organization'
+		WHERE p.tenant = $1 AND p.type = 'Patient' AND p.id = ANY($2) AND NOT p.deleted`, tenant, patientIDs)
+	if err != nil {
+		return nil, classify("store: patient organizations", err)
+	}
+	defer rows.Close()
+	out := make(map[string]string, len(patientIDs))
+	for rows.Next() {
+		var p, o string
+		if err := rows.Scan(&p, &o); err != nil {
+			return nil, classify("store: patient organizations", err)
+		}
+		out[p] = o
+	}
+	return out, classify("store: patient organizations", rows.Err())
+}
