@@ -72,7 +72,9 @@ func NewRequest(subj *auth.Subject, env authz.Env, tenant string, p Policy, orgs
 type ctxKey struct{}
 
 // With returns ctx carrying r.
-func With(ctx context.Context, r *Request) context.Context { return context.WithValue(ctx, ctxKey{}, r) }
+func With(ctx context.Context, r *Request) context.Context {
+	return context.WithValue(ctx, ctxKey{}, r)
+}
 
 // From returns the request state in ctx, nil when there is none.
 func From(ctx context.Context) *Request {

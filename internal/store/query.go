@@ -113,12 +113,12 @@ type HistoryOptions struct {
 	// accepts (a deleted resource's history is judged by its last index
 	// rows, which deletion removes: the caller re-checks each version).
 	Visible Visible
-	Type   string    // "" for system history
-	ID     string    // "" for type or system history
-	Since  time.Time // zero for no lower bound
-	At     time.Time // zero for none: versions current at this instant (_at)
-	Count  int
-	Before int64 // cursor: only versions with seq < Before; 0 for the first page
+	Type    string    // "" for system history
+	ID      string    // "" for type or system history
+	Since   time.Time // zero for no lower bound
+	At      time.Time // zero for none: versions current at this instant (_at)
+	Count   int
+	Before  int64 // cursor: only versions with seq < Before; 0 for the first page
 }
 
 // HistoryPage is one page of history, newest first.
