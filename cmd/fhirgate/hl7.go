@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/fhirgate/fhirgate/internal/api"
+	"github.com/fhirgate/fhirgate/internal/audit"
 	"github.com/fhirgate/fhirgate/internal/hl7v2"
 	"github.com/fhirgate/fhirgate/internal/ingest"
 	"github.com/fhirgate/fhirgate/internal/mapping"
@@ -109,14 +112,56 @@ func reloadMappingsOnHUP(ctx context.Context, dir string, use func(*mapping.Engi
 	}()
 }
 
+// mllpSubject names an MLLP sender for the audit log: its verified client
+// certificate, else its address.
+func mllpSubject(p mllp.Peer) string {
+	if p.ClientCertSubject != "" {
+		return "cert:" + p.ClientCertSubject
+	}
+	return "mllp:" + peerHost(p)
+}
+
+func peerHost(p mllp.Peer) string {
+	if p.Addr == nil {
+		return ""
+	}
+	host, _, err := net.SplitHostPort(p.Addr.String())
+	if err != nil {
+		return p.Addr.String()
+	}
+	return host
+}
+
+// ackCode is MSA-1 of an ACK ("AA", "AE", ...), "none" without one.
+func ackCode(ack []byte) string {
+	if i := bytes.Index(ack, []byte("MSA|")); i >= 0 && len(ack) >= i+6 {
+		return string(ack[i+4 : i+6])
+	}
+	return "none"
+}
+
 // startMLLP serves HL7 v2 over MLLP until ctx ends, then drains it.
-func startMLLP(ctx context.Context, c hl7Config, tenant string, h *ingest.HL7, logger *slog.Logger) (stop func(), err error) {
+func startMLLP(ctx context.Context, c hl7Config, tenant string, h *ingest.HL7, log api.AuditLog, logger *slog.Logger) (stop func(), err error) {
 	tc, err := c.tlsConfig()
 	if err != nil {
 		return nil, err
 	}
-	handler := mllp.HandlerFunc(func(ctx context.Context, msg []byte, _ mllp.Peer) []byte {
-		if ack := h.Handle(ctx, tenant, msg); ack != nil {
+	handler := mllp.HandlerFunc(func(ctx context.Context, msg []byte, peer mllp.Peer) []byte {
+		ack := h.Handle(ctx, tenant, msg)
+		if log != nil {
+			// Every message is audited before its ACK leaves: who sent it
+			// (the client certificate, else the peer address) and the
+			// outcome. If the record cannot be committed the sender gets a
+			// NAK and retries; the retry is answered from the archive.
+			rec := audit.Record{RequestID: ingest.NewID(), Tenant: tenant, SubjectID: mllpSubject(peer), SubjectKind: "emr",
+				IP: peerHost(peer), Interaction: audit.InteractionHL7, Action: audit.ActionCreate, Outcome: ackCode(ack)}
+			if err := log.Append(context.WithoutCancel(ctx), rec); err != nil {
+				logger.Error("audit record not committed: NAK sent", "conn", peer.ConnID, "cause", err.Error())
+				perr := &hl7v2.ParseError{Segment: "MSH", Reason: "the access log is unavailable; send again later"}
+				return hl7v2.NAKForUnparseable(msg, perr, ingest.NewID(), time.Now().UTC())
+			}
+		}
+		if ack != nil {
 			return ack
 		}
 		return mllp.NoReply // MSH-15 asked for no acknowledgement

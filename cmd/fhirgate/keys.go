@@ -67,11 +67,11 @@ func runKeys(ctx context.Context, args []string, logger *slog.Logger, stdout, st
 	case "status":
 		return keysStatusCmd(ctx, args[1:], logger, stdout, stderr)
 	case "rotate":
-		return keysRotateCmd(ctx, args[1:], logger, stdout, stderr)
+		return auditAdmin(ctx, "key-rotate", keysRotateCmd(ctx, args[1:], logger, stdout, stderr), logger)
 	case "reencrypt":
-		return keysReencryptCmd(ctx, args[1:], logger, stdout, stderr)
+		return auditAdmin(ctx, "key-reencrypt", keysReencryptCmd(ctx, args[1:], logger, stdout, stderr), logger)
 	case "shred":
-		return keysShredCmd(ctx, args[1:], logger, stdout, stderr)
+		return auditAdmin(ctx, "key-shred", keysShredCmd(ctx, args[1:], logger, stdout, stderr), logger)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, keysUsage)
 		return nil

@@ -150,13 +150,6 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 	push := ingest.NewPush(writer, func() ingest.Normalizer { return current.Load() })
 	reloadMappingsOnHUP(ctx, hc.Mappings, func(e *mapping.Engine) { intake.SetMapper(e); current.Store(e) }, logger)
 	logger.Info("hl7v2 mappings loaded", "dir", hc.Mappings, "version", engine.Version())
-	if hc.MLLPAddr != "off" {
-		stop, err := startMLLP(ctx, hc, ac.Tenant, intake, logger)
-		if err != nil {
-			return err
-		}
-		defer stop()
-	}
 	sec, err := openSecurity(ctx, sc.DataDir, pool, st, svc, logger)
 	if err != nil {
 		return err
@@ -169,6 +162,13 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 		}
 	}()
 	reloadPoliciesOnHUP(ctx, securityConfigFromEnv().Policies, sec.engine, logger)
+	if hc.MLLPAddr != "off" {
+		stop, err := startMLLP(ctx, hc, ac.Tenant, intake, sec.log, logger)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	reader.WithGuard(access.Guard{})
 	ac.Issuer = sec.authn.Issuer()
 	srv := api.New(ac, writer, reader, pool.Ping, logger).WithHL7(intake).WithPush(push).WithSecurity(sec.api)

@@ -13,10 +13,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/fhirgate/fhirgate/internal/access"
 	"github.com/fhirgate/fhirgate/internal/api"
+	"github.com/fhirgate/fhirgate/internal/audit"
+	"github.com/fhirgate/fhirgate/internal/auth"
+	"github.com/fhirgate/fhirgate/internal/authz"
 	"github.com/fhirgate/fhirgate/internal/database/databasetest"
 	"github.com/fhirgate/fhirgate/internal/ingest"
 	"github.com/fhirgate/fhirgate/internal/mapping"
@@ -342,3 +347,88 @@ func put(t testing.TB, base string, body string) response {
 }
 
 func q(s string) string { return url.QueryEscape(s) }
+
+// secureServer is the gateway with authentication (tokens signed by its
+// own dev key), the shipped OPA policies and the audit log on, as serve
+// wires them.
+type secureServer struct {
+	URL   string
+	pool  *pgxpool.Pool
+	key   *auth.DevKey
+	log   *audit.Log
+	authn *auth.Authenticator
+}
+
+func newSecureServer(t *testing.T) *secureServer {
+	t.Helper()
+	pool := databasetest.NewPool(t)
+	st := store.New(pool)
+	svc := newPHI(t, st)
+	st.WithSealer(svc)
+	reader := retrieve.New(st).WithProtector(svc).WithGuard(access.Guard{})
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	engine, err := mapping.Load("../../mappings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := auth.NewDevKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	authn, err := auth.NewAuthenticator(auth.Config{DevKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	policy, err := authz.Load("../../policies", authz.WithTimeout(10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	signer, err := audit.OpenEd25519File(filepath.Join(dir, "audit-key.json"), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := audit.New(pool, audit.Options{Signer: signer, Sink: audit.NewFileSink(filepath.Join(dir, "checkpoints.jsonl")),
+		CheckpointInterval: time.Hour, Sealer: svc, Logger: logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close(context.Background()) })
+	writer := ingest.New(st, validate.Resource)
+	srv := api.New(api.Config{Tenant: "test", MaxBodyBytes: 64 << 20}, writer, reader, pool.Ping, logger).
+		WithHL7(ingest.NewHL7(writer, st, engine, logger)).
+		WithPush(ingest.NewPush(writer, func() ingest.Normalizer { return engine })).
+		WithSecurity(api.Security{Authn: authn, Policy: policy, Orgs: st, Audit: log, Reader: audit.NewReader(pool, svc)})
+	ts := httptest.NewServer(srv.Handler())
+	t.Cleanup(ts.Close)
+	return &secureServer{URL: ts.URL, pool: pool, key: key, log: log, authn: authn}
+}
+
+// token mints a token of the server's dev key.
+func (s *secureServer) token(t testing.TB, c auth.Claims) string {
+	t.Helper()
+	tok, err := s.key.Mint(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// as sends a request with a bearer token ("" for none).
+func (s *secureServer) as(t testing.TB, token, method, path string, body []byte, hdr ...string) response {
+	t.Helper()
+	if token != "" {
+		hdr = append(hdr, "Authorization", "Bearer "+token)
+	}
+	return do(t, method, s.URL+path, body, hdr...)
+}
+
+// auditRecords returns the audit log's records, oldest first.
+func (s *secureServer) auditRecords(t testing.TB) []audit.Entry {
+	t.Helper()
+	es, err := audit.NewReader(s.pool, nil).Query(context.Background(), audit.Filter{}, 0, audit.MaxLimit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return es
+}
