@@ -175,7 +175,15 @@ func (r *Request) Check(ctx context.Context, interaction string, v *store.Versio
 		res.PatientOrganizations = r.organizations(ctx, res.Patients)
 	}
 	if !f.Allows(&res) {
+		// Denials are rare (the SQL already applies the filter): ask the
+		// policy why, so the audit record names the rule (compartment,
+		// label-restricted, ...) and the decision, not only the grants of
+		// the type. The resource stays hidden whatever the answer.
+		d, err := r.policy.Decide(ctx, r.Subject, authz.Action{Interaction: interaction, Type: v.Type, ID: v.ID}, &res, r.Env)
 		r.mu.Lock()
+		if err == nil && !d.Allow {
+			r.note(d)
+		}
 		r.denied = true
 		r.mu.Unlock()
 		return false

@@ -15,6 +15,9 @@ import (
 // when the sender asked for none).
 type HL7Intake interface {
 	Handle(ctx context.Context, tenant string, raw []byte) []byte
+	// Source names the source profile a message maps under; ok is false
+	// when its MSH cannot be read.
+	Source(raw []byte) (source string, ok bool)
 }
 
 // WithHL7 enables POST /hl7v2.
@@ -50,7 +53,16 @@ func (s *Server) postHL7(c *gin.Context) {
 		return
 	}
 	if req := access.From(c.Request.Context()); req != nil {
-		if err := req.AuthorizeType(c.Request.Context(), "hl7", ""); err != nil {
+		// Senders write only their own sources: the message's source
+		// profile (by MSH-3/MSH-4) must be one of the subject's. A message
+		// whose MSH cannot be read is decided by type and then NAKed.
+		var err error
+		if src, ok := s.hl7.Source(body); ok {
+			err = req.AuthorizeSource(c.Request.Context(), "hl7", src)
+		} else {
+			err = req.AuthorizeType(c.Request.Context(), "hl7", "")
+		}
+		if err != nil {
 			s.fail(c, err)
 			return
 		}

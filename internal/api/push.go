@@ -59,6 +59,7 @@ func (s *Server) ingestFHIR(c *gin.Context) {
 			return
 		}
 		res, err := s.push.Store(c.Request.Context(), s.cfg.Tenant, source, "ndjson", "line", in)
+		pushTouched(c, res)
 		if err != nil {
 			s.fail(c, err)
 			return
@@ -96,6 +97,7 @@ func (s *Server) pushBundle(c *gin.Context, body []byte, source string) {
 		return
 	}
 	res, err := s.push.Store(c.Request.Context(), s.cfg.Tenant, source, origin, "Bundle.entry", in)
+	pushTouched(c, res)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -113,4 +115,15 @@ func (s *Server) pushBundle(c *gin.Context, body []byte, source string) {
 		w.entry(memberString("fullUrl", fullURL(base, v)), memberObject("response", resp))
 	}
 	write(c, http.StatusOK, w.bytes())
+}
+
+// pushTouched records what a push stored (all of it, or the chunks
+// committed before a failure) for the request's audit record.
+func pushTouched(c *gin.Context, res *ingest.PushResult) {
+	if res == nil {
+		return
+	}
+	for _, v := range res.Versions {
+		touched(c, v.Type, v.ID, v.Body)
+	}
 }

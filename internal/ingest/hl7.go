@@ -52,6 +52,22 @@ func NewHL7(svc *Service, st HL7Store, m Mapper, log *slog.Logger) *HL7 {
 // the mappings they started with.
 func (h *HL7) SetMapper(m Mapper) { h.mapper.Store(&m) }
 
+// Source names the source profile a raw message would be mapped under
+// (its sender's, per the mappings' source profiles), for the access
+// decision that senders write only their own sources. ok is false when
+// the message's MSH cannot be read; its intake then rejects it anyway.
+func (h *HL7) Source(raw []byte) (source string, ok bool) {
+	msg, err := hl7v2.Parse(raw)
+	if err != nil || msg.Segment("MSH") == nil {
+		return "", false
+	}
+	app, fac := msg.Sender()
+	if pf, isEngine := (*h.mapper.Load()).(interface{ ProfileFor(app, fac string) string }); isEngine {
+		return pf.ProfileFor(app, fac), true
+	}
+	return app + "|" + fac, true
+}
+
 // masterData are the types a message only mentions (an attending
 // doctor's XCN, a facility's XON, a bed's PL): intake creates them when
 // unknown but never overwrites them with a message's fragment of them,

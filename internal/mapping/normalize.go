@@ -21,6 +21,16 @@ func (e *Engine) Profiles() []string {
 	return out
 }
 
+// ProfileFor names the source profile that messages from a sender
+// (MSH-3.1 application, MSH-4.1 facility) map under.
+func (e *Engine) ProfileFor(application, facility string) string {
+	mc := &mctx{e: e}
+	if p := mc.profileFor(application, facility); p != nil {
+		return p.name
+	}
+	return ""
+}
+
 // HasProfile reports whether a source profile of that name exists; ""
 // names the default profile.
 func (e *Engine) HasProfile(name string) bool { return e.profileNamed(name) != nil }

@@ -115,9 +115,44 @@ func (s *Service) releaseOne(ctx context.Context, tenant, interaction string, v 
 		return store.Version{}, err
 	}
 	if len(vs) == 0 {
-		return store.Version{}, fhir.Errorf(fhir.KindNotFound, "", "%s/%s is not known", v.Type, v.ID)
+		return store.Version{}, notFound(interaction, v)
 	}
 	return vs[0], nil
+}
+
+// notFound is the error of a hidden version: word for word the store's
+// error for a missing one.
+func notFound(interaction string, v store.Version) error {
+	if interaction == "vread" {
+		return fhir.Errorf(fhir.KindNotFound, "", "%s/%s has no version %d", v.Type, v.ID, v.Version)
+	}
+	return fhir.Errorf(fhir.KindNotFound, "", "%s/%s is not known", v.Type, v.ID)
+}
+
+// seeDeleted decides a tombstone (which has no body to decide on) by the
+// last version before it: a request that could not see the resource must
+// not learn that it existed and was deleted (404, not 410).
+func (s *Service) seeDeleted(ctx context.Context, tenant, interaction string, v store.Version) error {
+	if s.guard == nil {
+		return nil
+	}
+	for n := v.Version - 1; n >= 1; n-- {
+		prev, err := s.store.VRead(ctx, tenant, v.Type, v.ID, n)
+		if fhir.KindOf(err) == fhir.KindNotFound {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if prev.Deleted {
+			continue
+		}
+		if s.guard.Check(ctx, interaction, &prev) {
+			return nil
+		}
+		break
+	}
+	return notFound(interaction, v)
 }
 
 // see is the Guard's visibility for typ, or everything without a Guard.
@@ -174,6 +209,9 @@ func (s *Service) Read(ctx context.Context, tenant, typ, id string) (store.Versi
 		return v, err
 	}
 	if v.Deleted {
+		if err := s.seeDeleted(ctx, tenant, "read", v); err != nil {
+			return store.Version{}, err
+		}
 		return v, fhir.Errorf(fhir.KindGone, "", "%s/%s was deleted", typ, id).WithCode("deleted")
 	}
 	return s.releaseOne(ctx, tenant, "read", v)
@@ -193,6 +231,9 @@ func (s *Service) VRead(ctx context.Context, tenant, typ, id, vid string) (store
 		return v, err
 	}
 	if v.Deleted {
+		if err := s.seeDeleted(ctx, tenant, "vread", v); err != nil {
+			return store.Version{}, err
+		}
 		return v, fhir.Errorf(fhir.KindGone, "", "%s/%s version %d is a deletion", typ, id, n).WithCode("deleted")
 	}
 	return s.releaseOne(ctx, tenant, "vread", v)
@@ -427,7 +468,11 @@ func (s *Service) History(ctx context.Context, tenant, typ, id string, params ur
 		if err != nil {
 			return nil, err
 		}
-		if s.guard != nil && !s.guard.Check(ctx, "history", &cur) {
+		if cur.Deleted {
+			if err := s.seeDeleted(ctx, tenant, "history", cur); err != nil {
+				return nil, err
+			}
+		} else if s.guard != nil && !s.guard.Check(ctx, "history", &cur) {
 			return nil, fhir.Errorf(fhir.KindNotFound, "", "%s/%s is not known", typ, id)
 		}
 	}
