@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
@@ -9,8 +10,20 @@ import (
 
 // startDebug serves the Go profiler on a loopback address for operators
 // chasing a performance problem. Profiles hold no request content.
-func startDebug(addr string, logger *slog.Logger) {
+//
+// /debug/fhirgate serves counters as JSON: policy decision latency, and the
+// audit log's records, commits and commit latency.
+func startDebug(addr string, logger *slog.Logger) { startDebugStats(addr, nil, logger) }
+
+// startDebugStats is startDebug with /debug/fhirgate serving stats().
+func startDebugStats(addr string, stats func() any, logger *slog.Logger) {
 	mux := http.NewServeMux()
+	if stats != nil {
+		mux.HandleFunc("/debug/fhirgate", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			_ = json.NewEncoder(w).Encode(stats())
+		})
+	}
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)

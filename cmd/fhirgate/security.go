@@ -22,14 +22,28 @@ import (
 // settings are read by their packages' ConfigFromEnv).
 type securityConfig struct {
 	Policies string // FHIRGATE_POLICIES: directory of the Rego policies (default "policies")
+	// Off (FHIRGATE_SECURITY=off): no authentication, authorization or
+	// access log at all — for measuring what they cost; refused with
+	// FHIRGATE_ENV=production.
+	Off bool
 }
 
-func securityConfigFromEnv() securityConfig {
+func securityConfigFromEnv() (securityConfig, error) {
 	c := securityConfig{Policies: "policies"}
 	if v := os.Getenv("FHIRGATE_POLICIES"); v != "" {
 		c.Policies = v
 	}
-	return c
+	switch v := os.Getenv("FHIRGATE_SECURITY"); v {
+	case "", "on":
+	case "off":
+		if os.Getenv("FHIRGATE_ENV") == "production" {
+			return c, fmt.Errorf("FHIRGATE_SECURITY=off is refused with FHIRGATE_ENV=production")
+		}
+		c.Off = true
+	default:
+		return c, fmt.Errorf("FHIRGATE_SECURITY=%q: want on or off", v)
+	}
+	return c, nil
 }
 
 // security is the authentication, authorization and audit of a serving
@@ -46,8 +60,7 @@ type security struct {
 }
 
 // openSecurity loads the policies, the authenticator and the audit log.
-func openSecurity(ctx context.Context, dataDir string, pool *pgxpool.Pool, st *store.Store, svc *phi.Service, logger *slog.Logger) (*security, error) {
-	sc := securityConfigFromEnv()
+func openSecurity(ctx context.Context, sc securityConfig, dataDir string, pool *pgxpool.Pool, st *store.Store, svc *phi.Service, logger *slog.Logger) (*security, error) {
 	ac, err := auth.ConfigFromEnv()
 	if err != nil {
 		return nil, err

@@ -125,9 +125,6 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 	defer pool.Close()
 	database.WarnSettings(ctx, pool, logger)
 
-	if sc.DebugAddr != "" {
-		startDebug(sc.DebugAddr, logger)
-	}
 	st := store.New(pool)
 	reader := retrieve.New(st)
 	var svc *phi.Service
@@ -150,29 +147,49 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 	push := ingest.NewPush(writer, func() ingest.Normalizer { return current.Load() })
 	reloadMappingsOnHUP(ctx, hc.Mappings, func(e *mapping.Engine) { intake.SetMapper(e); current.Store(e) }, logger)
 	logger.Info("hl7v2 mappings loaded", "dir", hc.Mappings, "version", engine.Version())
-	sec, err := openSecurity(ctx, sc.DataDir, pool, st, svc, logger)
+	secCfg, err := securityConfigFromEnv()
 	if err != nil {
 		return err
 	}
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := sec.close(cctx); err != nil {
-			logger.Error("closing the audit log", "error", err.Error())
+	srv := api.New(ac, writer, reader, pool.Ping, logger).WithHL7(intake).WithPush(push)
+	var auditLog api.AuditLog
+	if secCfg.Off {
+		logger.Warn("SECURITY IS OFF (FHIRGATE_SECURITY=off): no authentication, no authorization, no access log")
+		if sc.DebugAddr != "" {
+			startDebug(sc.DebugAddr, logger)
 		}
-	}()
-	reloadPoliciesOnHUP(ctx, securityConfigFromEnv().Policies, sec.engine, logger)
+	} else {
+		sec, err := openSecurity(ctx, secCfg, sc.DataDir, pool, st, svc, logger)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := sec.close(cctx); err != nil {
+				logger.Error("closing the audit log", "error", err.Error())
+			}
+		}()
+		reloadPoliciesOnHUP(ctx, secCfg.Policies, sec.engine, logger)
+		if sc.DebugAddr != "" {
+			startDebugStats(sc.DebugAddr, func() any {
+				st := sec.log.Stats()
+				return map[string]any{"decisions": access.Decisions(), "audit": st, "audit_records_per_commit": st.RecordsPerCommit()}
+			}, logger)
+		}
+		reader.WithGuard(access.Guard{})
+		ac.Issuer = sec.authn.Issuer()
+		srv = api.New(ac, writer, reader, pool.Ping, logger).WithHL7(intake).WithPush(push).WithSecurity(sec.api)
+		sc.devToken = sec.devToken
+		auditLog = sec.log
+	}
 	if hc.MLLPAddr != "off" {
-		stop, err := startMLLP(ctx, hc, ac.Tenant, intake, sec.log, logger)
+		stop, err := startMLLP(ctx, hc, ac.Tenant, intake, auditLog, logger)
 		if err != nil {
 			return err
 		}
 		defer stop()
 	}
-	reader.WithGuard(access.Guard{})
-	ac.Issuer = sec.authn.Issuer()
-	srv := api.New(ac, writer, reader, pool.Ping, logger).WithHL7(intake).WithPush(push).WithSecurity(sec.api)
-	sc.devToken = sec.devToken
 	return listenAndServe(ctx, sc, srv.Handler(), logger)
 }
 

@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/fhirgate/fhirgate/internal/audit"
 	"github.com/fhirgate/fhirgate/internal/auth"
@@ -122,7 +123,9 @@ func (r *Request) filter(ctx context.Context, interaction, typ string) (*authz.F
 	if ok {
 		return f, nil
 	}
+	start := time.Now()
 	got, err := r.policy.Filter(ctx, r.Subject, authz.Action{Interaction: interaction, Type: typ}, r.Env)
+	observe(time.Since(start))
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err != nil {
@@ -257,7 +260,9 @@ func (r *Request) Authorize(ctx context.Context, interaction, typ, id string, bo
 	if typ != "Patient" && len(res.Patients) > 0 {
 		res.PatientOrganizations = r.organizations(ctx, res.Patients)
 	}
+	start := time.Now()
 	d, err := r.policy.Decide(ctx, r.Subject, authz.Action{Interaction: interaction, Type: typ, ID: id}, &res, r.Env)
+	observe(time.Since(start))
 	r.mu.Lock()
 	r.note(d)
 	r.mu.Unlock()
