@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/fhirgate/fhirgate/internal/bench"
 )
@@ -14,10 +15,16 @@ import (
 // benchCmd runs the load generator against a running gateway:
 //
 //	fhirgate bench -url http://127.0.0.1:8080/fhir -resources 30000 -duration 10s
+//
+// or, with -phi-compare, against two gateways it starts itself, PHI
+// encryption off and on (see phicompare.go).
 func benchCmd(ctx context.Context, args []string) error {
-	cfg, err := parseBenchFlags(args)
+	cfg, pc, err := parseBenchArgs(args)
 	if err != nil {
 		return err
+	}
+	if pc.Enabled {
+		return runPHICompare(ctx, cfg, pc)
 	}
 	_, err = bench.Run(ctx, cfg, os.Stdout, os.Stderr)
 	return err
@@ -25,12 +32,22 @@ func benchCmd(ctx context.Context, args []string) error {
 
 // parseBenchFlags turns the command line into a validated bench.Config.
 func parseBenchFlags(args []string) (bench.Config, error) {
+	cfg, _, err := parseBenchArgs(args)
+	return cfg, err
+}
+
+// parseBenchArgs turns the command line into a validated bench.Config
+// and the -phi-compare settings (validated with the targets, by
+// bench.Compare, when that mode is on).
+func parseBenchArgs(args []string) (bench.Config, compareFlags, error) {
 	cfg := bench.DefaultConfig()
+	pc := compareFlags{Rounds: 3, MaxLoss: 15, MaxForeign: 0.25, Retries: 3, QuietWait: 2 * time.Minute}
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: fhirgate bench [flags]\n\nReplays Synthea transaction bundles against a running gateway, then reads,\nsearches and verifies what it created. Phases: ingest, read, search, verify,\ncopy-baseline (needs -database-url), mllp (HL7 v2 over MLLP to -mllp-addr).\n\n")
 		fs.PrintDefaults()
+		fmt.Fprint(fs.Output(), phiCompareUsage)
 	}
 	phases := strings.Join(cfg.Phases, ",")
 	mllpTypes := strings.Join(cfg.MLLPTypes, ",")
@@ -49,24 +66,53 @@ func parseBenchFlags(args []string) (bench.Config, error) {
 	fs.StringVar(&cfg.MLLPCorpus, "mllp-corpus", cfg.MLLPCorpus, "directory of *.hl7 messages (mllp phase)")
 	fs.IntVar(&cfg.MLLPMessages, "mllp-messages", cfg.MLLPMessages, "messages the mllp phase sends, each with a fresh MSH-10")
 	fs.StringVar(&mllpTypes, "mllp-types", mllpTypes, "comma-separated message types (MSH-9.1^MSH-9.2) the mllp phase sends, * for all")
+	fs.BoolVar(&pc.Enabled, "phi-compare", false, "start two gateways in this process, PHI encryption off and on, each over a fresh database, and compare them")
+	fs.IntVar(&pc.Rounds, "phi-rounds", pc.Rounds, "-phi-compare: rounds per mode (the order of the modes alternates)")
+	fs.Float64Var(&pc.MaxLoss, "phi-max-loss", pc.MaxLoss, "-phi-compare: the largest acceptable ingest and read throughput loss with PHI on, in percent")
+	fs.Float64Var(&pc.MaxForeign, "phi-max-foreign", pc.MaxForeign, "-phi-compare: CPU (cores) other processes may use during a measured phase before its round is run again; 0: no check")
+	fs.IntVar(&pc.Retries, "phi-retries", pc.Retries, "-phi-compare: at most this many disturbed rounds are run again")
+	fs.DurationVar(&pc.QuietWait, "phi-quiet-wait", pc.QuietWait, "-phi-compare: before each mode's turn, wait up to this long for other processes to use less than -phi-max-foreign")
+	fs.BoolVar(&pc.Keep, "keep", false, "-phi-compare: keep the two databases (fhirgate_bench_phi_off, fhirgate_bench_phi_on) afterwards")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			return cfg, err
+			return cfg, pc, err
 		}
-		return cfg, fmt.Errorf("bench: %w", err)
+		return cfg, pc, fmt.Errorf("bench: %w", err)
 	}
 	if fs.NArg() > 0 {
-		return cfg, fmt.Errorf("bench: unexpected arguments %q", fs.Args())
+		return cfg, pc, fmt.Errorf("bench: unexpected arguments %q", fs.Args())
 	}
-	phasesSet := false
-	fs.Visit(func(f *flag.Flag) { phasesSet = phasesSet || f.Name == "phases" })
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	cfg.Phases = bench.ParsePhases(phases)
 	cfg.MLLPTypes = bench.ParsePhases(mllpTypes)
-	if !phasesSet && cfg.DatabaseURL != "" {
+	if pc.Enabled {
+		// The gateways and their databases are the bench's own: -url and
+		// -database-url (the server the databases are created on) are
+		// checked when they are known.
+		if !set["phases"] {
+			cfg.Phases = append([]string(nil), bench.DefaultComparePhases...)
+		}
+		if !set["resources"] && !set["rounds"] {
+			cfg.Resources = defaultCompareResources
+		}
+		for _, name := range []string{"url", "allow-remote", "mllp-addr"} {
+			if set[name] {
+				return cfg, pc, fmt.Errorf("bench: -%s cannot be used with -phi-compare: the bench starts its own gateways on loopback ports", name)
+			}
+		}
+		return cfg, pc, nil
+	}
+	for _, name := range []string{"phi-rounds", "phi-max-loss", "phi-max-foreign", "phi-retries", "phi-quiet-wait", "keep"} {
+		if set[name] {
+			return cfg, pc, fmt.Errorf("bench: -%s needs -phi-compare", name)
+		}
+	}
+	if !set["phases"] && cfg.DatabaseURL != "" {
 		cfg.Phases = append(cfg.Phases, bench.PhaseVacuum, bench.PhaseCopyBaseline)
 	}
 	if err := cfg.Validate(); err != nil {
-		return cfg, fmt.Errorf("bench: %w", err)
+		return cfg, pc, fmt.Errorf("bench: %w", err)
 	}
-	return cfg, nil
+	return cfg, pc, nil
 }
