@@ -91,6 +91,9 @@ type Keys struct {
 	lru      *list.List
 	tenants  map[string]tenantState
 	inflight map[string]*load
+	// createMu serializes key creation (rare: a tenant's first write, a new
+	// epoch), so concurrent first writers make one key, not one each.
+	createMu sync.Mutex
 }
 
 type cacheKey struct {
@@ -294,6 +297,22 @@ func (k *Keys) loadTenantNow(ctx context.Context, tenant string) error {
 // create makes a new key (tenant, purpose, epoch) with the provider and
 // stores it; a concurrent creator may win, and its key is used.
 func (k *Keys) create(ctx context.Context, tenant, purpose string, epoch int) (*cached, error) {
+	k.createMu.Lock()
+	defer k.createMu.Unlock()
+	ck := cacheKey{tenant, purpose, epoch}
+	if c := k.get(ck); c != nil {
+		return c, nil // made by a concurrent caller while we waited
+	}
+	if stored, err := k.stored(ctx, ck); err != nil {
+		return nil, err
+	} else if stored { // made by another process
+		if err := k.loadTenant(ctx, tenant); err != nil {
+			return nil, err
+		}
+		if c := k.get(ck); c != nil {
+			return c, nil
+		}
+	}
 	raw, wrapped, err := k.prov.NewDataKey(ctx)
 	if err != nil {
 		return nil, providerError("create a data key for tenant "+tenant, err)

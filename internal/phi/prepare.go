@@ -19,16 +19,22 @@ func (k *Keys) Prepare(ctx context.Context, tenant string) error {
 	grace := min(prepareGrace, k.opt.TTL/2)
 	k.mu.Lock()
 	st, known := k.tenants[tenant]
-	stale := !known || k.now().Sub(st.checked) > k.opt.Refresh-grace/2
+	reload := !known || k.now().Sub(st.checked) > k.opt.Refresh
 	for _, ck := range []cacheKey{{tenant, PurposeData, st.current}, {tenant, PurposeIndex, 1}} {
 		if el, ok := k.cache[ck]; ok && k.now().Add(grace).After(el.Value.(*cached).expires) {
-			k.evict(el)
+			k.evict(el) // reloaded below, so it lasts through the transaction
+			reload = true
 		}
 	}
-	if stale {
-		delete(k.tenants, tenant) // Current re-reads the tenant's keys
-	}
 	k.mu.Unlock()
+	if reload {
+		// Re-reads the tenant's keys and epoch in place: the tenant's state
+		// is never absent meanwhile, so concurrent writers never see "no
+		// key yet" and make one.
+		if err := k.loadTenant(ctx, tenant); err != nil {
+			return err
+		}
+	}
 	if _, _, err := k.Current(ctx, tenant); err != nil {
 		return err
 	}

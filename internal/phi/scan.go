@@ -87,33 +87,40 @@ func (m member) key() []byte {
 // members splits a JSON object into its members.
 func members(b []byte) []member {
 	var out []member
+	eachMember(b, func(m member) { out = append(out, m) })
+	return out
+}
+
+// eachMember calls fn for each member of a JSON object, in order, without
+// allocating.
+func eachMember(b []byte, fn func(m member)) {
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
-		return nil
+		return
 	}
 	i++
 	for {
 		i = skipWS(b, i)
 		if i >= len(b) || b[i] != '"' {
-			return out
+			return
 		}
 		ns := i
 		i = skipString(b, i)
 		ne := i
 		i = skipWS(b, i)
 		if i >= len(b) || b[i] != ':' {
-			return out
+			return
 		}
 		i = skipWS(b, i+1)
 		vs := i
 		i = skipValue(b, i)
 		if ne-ns < 2 {
-			return out
+			return
 		}
-		out = append(out, member{rawName: b[ns:ne], name: b[ns+1 : ne-1], value: b[vs:i]})
+		fn(member{rawName: b[ns:ne], name: b[ns+1 : ne-1], value: b[vs:i]})
 		i = skipWS(b, i)
 		if i >= len(b) || b[i] != ',' {
-			return out
+			return
 		}
 		i++
 	}
@@ -122,25 +129,32 @@ func members(b []byte) []member {
 // elements splits a JSON array into its elements.
 func elements(b []byte) [][]byte {
 	var out [][]byte
+	eachElement(b, func(_ int, el []byte) { out = append(out, el) })
+	return out
+}
+
+// eachElement calls fn for each element of a JSON array, in order, without
+// allocating.
+func eachElement(b []byte, fn func(i int, el []byte)) {
 	i := skipWS(b, 0)
 	if i >= len(b) || b[i] != '[' {
-		return nil
+		return
 	}
 	i++
-	for {
+	for n := 0; ; n++ {
 		i = skipWS(b, i)
 		if i >= len(b) || b[i] == ']' {
-			return out
+			return
 		}
 		vs := i
 		i = skipValue(b, i)
 		if i == vs {
-			return out
+			return
 		}
-		out = append(out, b[vs:i])
+		fn(n, b[vs:i])
 		i = skipWS(b, i)
 		if i >= len(b) || b[i] != ',' {
-			return out
+			return
 		}
 		i++
 	}
@@ -148,21 +162,24 @@ func elements(b []byte) [][]byte {
 
 // memberString returns the string value of member key of object b.
 func memberString(b []byte, key string) (string, bool) {
-	for _, m := range members(b) {
-		if string(m.key()) == key {
-			v := m.value
-			if len(v) < 2 || v[0] != '"' {
-				return "", false
-			}
-			if bytes.IndexByte(v, '\\') < 0 {
-				return string(v[1 : len(v)-1]), true
-			}
-			var s string
-			if json.Unmarshal(v, &s) != nil {
-				return "", false
-			}
-			return s, true
+	var out string
+	found, ok := false, false
+	eachMember(b, func(m member) {
+		if found || string(m.key()) != key {
+			return
 		}
-	}
-	return "", false
+		found = true
+		v := m.value
+		if len(v) < 2 || v[0] != '"' {
+			return
+		}
+		if bytes.IndexByte(v, '\\') < 0 {
+			out, ok = string(v[1:len(v)-1]), true
+			return
+		}
+		if json.Unmarshal(v, &out) == nil {
+			ok = true
+		}
+	})
+	return out, ok
 }

@@ -140,14 +140,14 @@ func (s *sealer) value(b []byte, st *spec.Struct) {
 		s.object(b, st)
 	case len(b) > 0 && b[0] == '[' && st != nil:
 		s.out = append(s.out, '[')
-		for i, el := range elements(b) {
+		eachElement(b, func(i int, el []byte) {
 			if i > 0 {
 				s.out = append(s.out, ',')
 			}
 			n := s.pushIndex(i)
 			s.value(el, st)
 			s.path = s.path[:n]
-		}
+		})
 		s.out = append(s.out, ']')
 	default:
 		s.out = append(s.out, b...)
@@ -166,16 +166,18 @@ func (s *sealer) object(b []byte, st *spec.Struct) {
 	}
 	isExt := st.Name == "Extension"
 	s.out = append(s.out, '{')
-	for i, m := range members(b) {
-		if i > 0 {
+	first := true
+	eachMember(b, func(m member) {
+		if !first {
 			s.out = append(s.out, ',')
 		}
+		first = false
 		s.out = append(s.out, m.rawName...)
 		s.out = append(s.out, ':')
 		n := s.pushName(m.name) // the path (AAD) keeps the name as written, as the opener sees it
 		s.member(st, m.key(), m.value, isExt)
 		s.path = s.path[:n]
-	}
+	})
 	s.out = append(s.out, '}')
 }
 
@@ -214,7 +216,7 @@ func (s *sealer) extensions(v []byte) {
 		return
 	}
 	s.out = append(s.out, '[')
-	for i, el := range elements(v) {
+	eachElement(v, func(i int, el []byte) {
 		if i > 0 {
 			s.out = append(s.out, ',')
 		}
@@ -225,7 +227,7 @@ func (s *sealer) extensions(v []byte) {
 			s.value(el, ext)
 		}
 		s.path = s.path[:n]
-	}
+	})
 	s.out = append(s.out, ']')
 }
 
@@ -247,12 +249,16 @@ func (o *opener) value(b []byte) {
 	}
 	switch {
 	case len(b) == 0:
+	case (b[0] == '{' || b[0] == '[') && !bytes.Contains(b, marker):
+		// Nothing sealed below: copy the subtree as it is.
 	case b[0] == '{':
 		o.out = append(o.out, '{')
-		for i, m := range members(b) {
-			if i > 0 {
+		first := true
+		eachMember(b, func(m member) {
+			if !first {
 				o.out = append(o.out, ',')
 			}
+			first = false
 			o.out = append(o.out, m.rawName...)
 			o.out = append(o.out, ':')
 			n := len(o.path)
@@ -262,12 +268,12 @@ func (o *opener) value(b []byte) {
 			o.path = append(o.path, m.name...)
 			o.value(m.value)
 			o.path = o.path[:n]
-		}
+		})
 		o.out = append(o.out, '}')
 		return
 	case b[0] == '[':
 		o.out = append(o.out, '[')
-		for i, el := range elements(b) {
+		eachElement(b, func(i int, el []byte) {
 			if i > 0 {
 				o.out = append(o.out, ',')
 			}
@@ -277,7 +283,7 @@ func (o *opener) value(b []byte) {
 			o.path = append(o.path, ']')
 			o.value(el)
 			o.path = o.path[:n]
-		}
+		})
 		o.out = append(o.out, ']')
 		return
 	case b[0] == '"' && bytes.HasPrefix(b, marker):

@@ -22,7 +22,7 @@ type Service struct {
 	policy *Policy
 	keys   *Keys
 
-	protection sync.Map // resourceType + "\x00" + code -> search.Protection
+	protection sync.Map // resourceType -> *sync.Map of code -> search.Protection
 
 	sealed, opened atomic.Int64 // values, for metrics and the benchmark
 }
@@ -173,8 +173,12 @@ func (b *blinder) Protection(typ, code string) search.Protection {
 // low-cardinality flag or code (a blind token of a sensitive flag alone
 // would reveal it by frequency), Plain when it reads no PHI.
 func (s *Service) Protection(typ, code string) search.Protection {
-	k := typ + "\x00" + code
-	if v, ok := s.protection.Load(k); ok {
+	m, ok := s.protection.Load(typ)
+	if !ok {
+		m, _ = s.protection.LoadOrStore(typ, &sync.Map{})
+	}
+	byCode := m.(*sync.Map)
+	if v, ok := byCode.Load(code); ok {
 		return v.(search.Protection)
 	}
 	prot := search.Plain
@@ -193,7 +197,7 @@ func (s *Service) Protection(typ, code string) search.Protection {
 			}
 		}
 	}
-	s.protection.Store(k, prot)
+	byCode.Store(code, prot)
 	return prot
 }
 
