@@ -52,6 +52,8 @@ func parseBenchArgs(args []string) (bench.Config, compareFlags, error) {
 	phases := strings.Join(cfg.Phases, ",")
 	mllpTypes := strings.Join(cfg.MLLPTypes, ",")
 	fs.StringVar(&cfg.URL, "url", cfg.URL, "FHIR base URL of the gateway under test")
+	fs.StringVar(&cfg.Token, "token", os.Getenv("FHIRGATE_BENCH_TOKEN"), "bearer token sent with every request (e.g. $(fhirgate token -sub bench -scope 'system/*.cruds')); default $FHIRGATE_BENCH_TOKEN")
+	fs.StringVar(&cfg.StatsURL, "stats-url", "", "the gateway's http://FHIRGATE_DEBUG_ADDR/debug/fhirgate: report policy decision latency and audit records per commit per phase")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", false, "allow a -url whose host is not a loopback address")
 	fs.StringVar(&cfg.Corpus, "corpus", cfg.Corpus, "directory of Synthea transaction bundles")
 	fs.StringVar(&phases, "phases", phases, "comma-separated phases to run: ingest,read,search,verify,copy-baseline,mllp")

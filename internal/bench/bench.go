@@ -152,10 +152,22 @@ func Run(ctx context.Context, cfg Config, out, progress io.Writer) (*Report, err
 		if !cfg.Has(name) || ctx.Err() != nil {
 			return
 		}
+		var before *serverStats
+		if cfg.StatsURL != "" && (name == PhaseRead || name == PhaseSearch || name == PhaseIngest) {
+			var err error
+			if before, err = fetchServerStats(ctx, r.client, cfg.StatsURL); err != nil {
+				fmt.Fprintf(progress, "bench: server stats: %v\n", err)
+			}
+		}
 		p := f()
 		p.Name = name
 		rep.Phases = append(rep.Phases, p)
 		writeSummary(out, p)
+		if before != nil {
+			if after, err := fetchServerStats(ctx, r.client, cfg.StatsURL); err == nil {
+				writeServerDelta(out, name, before, after)
+			}
+		}
 	}
 	run(PhaseIngest, func() *PhaseReport { return r.ingest(ctx, plan) })
 	run(PhaseVacuum, func() *PhaseReport { return r.vacuum(ctx) })
@@ -241,6 +253,9 @@ func (r *runner) do(ctx context.Context, method, path string, body []byte) (int,
 		return 0, nil, err
 	}
 	req.Header.Set("Accept", "application/fhir+json")
+	if r.cfg.Token != "" {
+		req.Header.Set("Authorization", "Bearer "+r.cfg.Token)
+	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/fhir+json")
 	}

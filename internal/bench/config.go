@@ -30,6 +30,12 @@ var DefaultPhases = []string{PhaseIngest, PhaseRead, PhaseSearch, PhaseVerify}
 type Config struct {
 	// URL is the gateway's FHIR base, e.g. http://127.0.0.1:8080/fhir.
 	URL string
+	// Token is sent as a bearer token with every request (fhirgate token).
+	Token string
+	// StatsURL is the gateway's /debug/fhirgate (FHIRGATE_DEBUG_ADDR): read
+	// before and after the read and search phases to report policy
+	// decision latency and audit records per commit.
+	StatsURL string
 	// AllowRemote permits a URL whose host is not a loopback address.
 	AllowRemote bool
 	// Corpus is the directory of transaction bundles to replay.
