@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -29,7 +30,11 @@ type serveConfig struct {
 	DataDir         string        // FHIRGATE_DATA_DIR: where the dev default keeps its private database
 	ShutdownTimeout time.Duration // FHIRGATE_SHUTDOWN_TIMEOUT
 	DebugAddr       string        // FHIRGATE_DEBUG_ADDR: pprof listener, off by default
-	devToken        string        // a dev token to print (not configuration)
+	// TLS: FHIRGATE_TLS_CERT and FHIRGATE_TLS_KEY serve HTTPS; with
+	// FHIRGATE_TLS_CLIENT_CA, client certificates are verified when
+	// presented and identify EMR senders (mutual TLS), beside bearer tokens.
+	TLS      *tls.Config
+	devToken string // a dev token to print (not configuration)
 }
 
 func serveConfigFromEnv() (serveConfig, error) {
@@ -59,6 +64,12 @@ func serveConfigFromEnv() (serveConfig, error) {
 		}
 		c.DebugAddr = v
 	}
+	tc, err := serverTLS(os.Getenv("FHIRGATE_TLS_CERT"), os.Getenv("FHIRGATE_TLS_KEY"), os.Getenv("FHIRGATE_TLS_CLIENT_CA"),
+		"FHIRGATE_TLS_CERT", "FHIRGATE_TLS_KEY", "FHIRGATE_TLS_CLIENT_CA", tls.VerifyClientCertIfGiven)
+	if err != nil {
+		return c, err
+	}
+	c.TLS = tc
 	if v := os.Getenv("FHIRGATE_SHUTDOWN_TIMEOUT"); v != "" {
 		d, err := time.ParseDuration(v)
 		if err != nil || d <= 0 {
@@ -209,7 +220,12 @@ func listenAndServe(ctx context.Context, sc serveConfig, h http.Handler, logger 
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
-	base := "http://" + ln.Addr().String() + "/fhir"
+	scheme := "http"
+	if sc.TLS != nil {
+		ln = tls.NewListener(ln, sc.TLS)
+		scheme = "https"
+	}
+	base := scheme + "://" + ln.Addr().String() + "/fhir"
 	logger.Info("fhirgate listening", "addr", ln.Addr().String(), "base", base)
 	auth := ""
 	if sc.devToken != "" {

@@ -98,6 +98,8 @@ func TestServeConfigErrorsNameTheVariable(t *testing.T) {
 		"FHIRGATE_MIGRATE":          "sometimes",
 		"FHIRGATE_SHUTDOWN_TIMEOUT": "-1s",
 		"FHIRGATE_DEBUG_ADDR":       "0.0.0.0:6060",
+		"FHIRGATE_TLS_CERT":         "/some/cert.pem", // without its key
+		"FHIRGATE_TLS_CLIENT_CA":    "/some/ca.pem",   // without a certificate
 	}
 	for name, val := range cases {
 		t.Run(name, func(t *testing.T) {

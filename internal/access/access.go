@@ -173,7 +173,12 @@ func (r *Request) Check(ctx context.Context, interaction string, v *store.Versio
 	if err != nil || !f.Decision.Allow {
 		return false
 	}
-	res := authz.Attributes(v.Type, v.ID, v.Body)
+	var res authz.Resource
+	if f.Params != nil {
+		res = authz.Attributes(v.Type, v.ID, v.Body) // granular scopes read token rows
+	} else {
+		res = authz.CompartmentAttributes(v.Type, v.ID, v.Body)
+	}
 	if len(f.Organizations) > 0 && !f.AnyPatient {
 		res.PatientOrganizations = r.organizations(ctx, res.Patients)
 	}

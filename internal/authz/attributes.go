@@ -6,7 +6,9 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync"
 
+	"github.com/fhirgate/fhirgate/internal/fhir"
 	"github.com/fhirgate/fhirgate/internal/search"
 )
 
@@ -101,4 +103,53 @@ func organizationID(ref string) string {
 		return ""
 	}
 	return ref[i+1:]
+}
+
+// CompartmentAttributes is Attributes without Tokens, for filters without
+// granular-scope parameters: it decodes only the members the patient
+// compartment, meta and managingOrganization are read from, so checking a
+// page of large resources costs a fraction of a full decode. Patients,
+// Organization, Security and Source are exactly Attributes'.
+func CompartmentAttributes(typ, id string, body []byte) Resource {
+	members := fhir.Members(body)
+	if members == nil {
+		return Attributes(typ, id, body)
+	}
+	need := compartmentMembers(typ)
+	var sub []byte
+	sub = append(sub, '{')
+	for _, m := range members {
+		if m.Key == "meta" || m.Key == "managingOrganization" || need[m.Key] {
+			if len(sub) > 1 {
+				sub = append(sub, ',')
+			}
+			sub = fhir.AppendString(sub, m.Key)
+			sub = append(sub, ':')
+			sub = append(sub, m.Value...)
+		}
+	}
+	sub = append(sub, '}')
+	r := Attributes(typ, id, sub)
+	r.Tokens = nil
+	return r
+}
+
+// compartmentMembers lists, per resource type, the top-level members the
+// "patient" search parameter reads.
+var compartmentMemberCache sync.Map // type -> map[string]bool
+
+func compartmentMembers(typ string) map[string]bool {
+	if v, ok := compartmentMemberCache.Load(typ); ok {
+		return v.(map[string]bool)
+	}
+	m := map[string]bool{}
+	if p := search.Lookup(typ, search.CompartmentParam); p != nil {
+		for _, path := range p.Paths() {
+			if len(path.Steps) > 0 {
+				m[path.Steps[0]] = true
+			}
+		}
+	}
+	compartmentMemberCache.Store(typ, m)
+	return m
 }

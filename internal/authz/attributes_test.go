@@ -3,9 +3,12 @@ package authz
 import (
 	"context"
 	"os"
+	"path/filepath"
+	"reflect"
 	"slices"
 	"testing"
 
+	"github.com/fhirgate/fhirgate/internal/fhir"
 	"github.com/fhirgate/fhirgate/internal/search"
 )
 
@@ -142,5 +145,39 @@ func TestAllowsTokenForms(t *testing.T) {
 		if got := f.Allows(r); got != c.want {
 			t.Errorf("category=%s on %+v: %v, want %v", c.value, c.tokens, got, c.want)
 		}
+	}
+}
+
+// TestCompartmentAttributesAgree: the partial decode gives the same
+// compartment, organization, labels and source as the full one, for every
+// official example.
+func TestCompartmentAttributesAgree(t *testing.T) {
+	files, err := filepath.Glob("../api/testdata/fhir-examples/*.json")
+	if err != nil || len(files) < 600 {
+		t.Fatalf("examples: %d files, %v", len(files), err)
+	}
+	compartments := 0
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := fhir.Parse(raw)
+		if err != nil {
+			continue // the few spec-invalid examples
+		}
+		body := r.Bytes()
+		full := Attributes(r.Type, r.ID, body)
+		fast := CompartmentAttributes(r.Type, r.ID, body)
+		full.Tokens = nil
+		if !reflect.DeepEqual(full, fast) {
+			t.Errorf("%s: CompartmentAttributes = %+v, Attributes = %+v", filepath.Base(f), fast, full)
+		}
+		if len(full.Patients) > 0 {
+			compartments++
+		}
+	}
+	if compartments < 100 {
+		t.Errorf("only %d examples are in a patient compartment: the comparison covers too little", compartments)
 	}
 }

@@ -172,7 +172,7 @@ type Engine struct {
 // Option configures an Engine.
 type Option func(*Engine)
 
-// WithTimeout bounds each evaluation (default 50 ms); past it the request
+// WithTimeout bounds each evaluation (default 250 ms); past it the request
 // is denied with reason "policy-error".
 func WithTimeout(d time.Duration) Option { return func(e *Engine) { e.timeout = d } }
 
@@ -200,7 +200,7 @@ type policy struct {
 // Load compiles every *.rego file of dir except *_test.rego. A file that
 // does not parse or compile is refused with an error naming file:line.
 func Load(dir string, opts ...Option) (*Engine, error) {
-	e := &Engine{timeout: 50 * time.Millisecond, cacheTTL: 30 * time.Second, cacheSize: 4096, now: time.Now}
+	e := &Engine{timeout: 250 * time.Millisecond, cacheTTL: 30 * time.Second, cacheSize: 4096, now: time.Now}
 	for _, o := range opts {
 		o(e)
 	}

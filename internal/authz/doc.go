@@ -13,7 +13,7 @@
 // See policies/authz.rego for the shape and the shipped rules.
 //
 // It fails closed: a policy error, an undefined result or an evaluation
-// that exceeds its deadline (50 ms by default) is a deny with reason
+// that exceeds its deadline (250 ms by default) is a deny with reason
 // "policy-error", returned together with the error for logging. A policy
 // directory that does not parse or compile is refused by Load and Reload
 // with the file and line at fault, and Reload keeps the previous policy.
