@@ -68,10 +68,6 @@ type Log struct {
 
 	headMu sync.Mutex
 	head   Head // the newest record this Log committed
-	// last is the head the writer goroutine last wrote or read: the guess
-	// its next batch chains from in one round trip (see write).
-	last      Head
-	lastKnown bool
 
 	cpMu   sync.Mutex // serializes checkpoints
 	lastCP Checkpoint
@@ -282,21 +278,7 @@ func (l *Log) write(ctx context.Context, batch []*pending) (head Head, err error
 		}
 		conn.Release()
 	}()
-	if l.lastKnown {
-		// One round trip: chain from the head this writer last saw, and
-		// insert only if, under the lock, it is still the head. Another
-		// process having appended meanwhile makes the insert a no-op; the
-		// batch is then written the careful way below.
-		head, ok, err := l.send(ctx, conn, batch, l.last, true)
-		if err != nil {
-			l.lastKnown = false
-			return Head{}, err
-		}
-		if ok {
-			l.last = head
-			return head, nil
-		}
-	}
+
 	// Two round trips. The first begins, serializes with other writers
 	// (other processes too), makes the commit durable even where
 	// synchronous_commit defaults to off, and reads the head as it is once
@@ -324,27 +306,7 @@ func (l *Log) write(ctx context.Context, batch []*pending) (head Head, err error
 	if err := br.Close(); err != nil {
 		return Head{}, err
 	}
-	head, _, err = l.send(ctx, conn, batch, head, false)
-	if err != nil {
-		l.lastKnown = false
-		return Head{}, err
-	}
-	l.last, l.lastKnown = head, true
-	return head, nil
-}
 
-// guardSQL makes the insert a no-op unless the chain's head is still
-// ($25, $26): nothing after seq $25, and record $25 has hash $26 (or the
-// log is empty for seq 0).
-const guardSQL = `
-WHERE NOT EXISTS (SELECT 1 FROM audit_log WHERE seq > $25)
-	AND ($25 = 0 OR EXISTS (SELECT 1 FROM audit_log WHERE seq = $25 AND hash = $26))`
-
-// send chains batch from head and inserts it. With begin, it is the whole
-// transaction in one round trip (begin, lock, insert guarded by the head,
-// commit) and ok reports whether the guard held; otherwise it is the
-// second half of the careful path, inside the transaction that read head.
-func (l *Log) send(ctx context.Context, conn *pgxpool.Conn, batch []*pending, head Head, begin bool) (Head, bool, error) {
 	n := len(batch)
 	var (
 		seqs                                                     = make([]int64, n)
@@ -362,7 +324,7 @@ func (l *Log) send(ctx context.Context, conn *pgxpool.Conn, batch []*pending, he
 		seq := head.Seq + int64(i) + 1
 		h, err := s.computeHash(seq, prev)
 		if err != nil {
-			return Head{}, false, err
+			return Head{}, err
 		}
 		seqs[i], formats[i], times[i] = seq, int16(s.format), s.Time
 		reqIDs[i], tenants[i], subjects[i], kinds[i], clients[i], tokens[i], ips[i] = s.RequestID, s.Tenant, s.SubjectID, s.SubjectKind, s.ClientID, s.TokenID, s.IP
@@ -371,53 +333,32 @@ func (l *Log) send(ctx context.Context, conn *pgxpool.Conn, batch []*pending, he
 		queries[i], sealed[i], breakGlass[i], prevs[i], hashes[i] = s.query, s.querySealed, s.BreakGlass, prev, h
 		prev = h
 	}
-	args := []any{seqs, formats, times, reqIDs, tenants, subjects, kinds, clients,
+	b = &pgx.Batch{}
+	b.Queue(insertSQL, seqs, formats, times, reqIDs, tenants, subjects, kinds, clients,
 		tokens, ips, interactions, types, resIDs, patIDs, queries, sealed, purposes,
-		decisions, reasons, breakGlass, outcomes, actions, prevs, hashes}
-	b := &pgx.Batch{}
-	sql := insertSQL
-	if begin {
-		b.Queue(`BEGIN`)
-		b.Queue(`SELECT pg_advisory_xact_lock($1)`, int64(lockKey))
-		b.Queue(`SELECT set_config('synchronous_commit', 'on', true) WHERE current_setting('synchronous_commit') = 'off'`)
-		sql += guardSQL
-		args = append(args, head.Seq, head.Hash)
-	}
-	b.Queue(sql, args...)
+		decisions, reasons, breakGlass, outcomes, actions, prevs, hashes)
 	b.Queue(`COMMIT`)
-	br := conn.SendBatch(ctx, b)
-	if begin {
-		for _, what := range []string{"begin", "lock", "synchronous_commit"} {
-			if _, err := br.Exec(); err != nil {
-				br.Close()
-				return Head{}, false, fmt.Errorf("%s: %w", what, err)
-			}
-		}
-	}
+	br = conn.SendBatch(ctx, b)
 	ct, err := br.Exec()
 	if err != nil {
 		br.Close()
-		return Head{}, false, fmt.Errorf("insert: %w", err)
+		return Head{}, fmt.Errorf("insert: %w", err)
 	}
-	inserted := int(ct.RowsAffected())
-	if inserted != n && !(begin && inserted == 0) {
+	if int(ct.RowsAffected()) != n {
 		br.Close()
-		return Head{}, false, fmt.Errorf("insert: %d of %d rows", inserted, n)
+		return Head{}, fmt.Errorf("insert: %d of %d rows", ct.RowsAffected(), n)
 	}
 	if ct, err := br.Exec(); err != nil {
 		br.Close()
-		return Head{}, false, fmt.Errorf("commit: %w", err)
+		return Head{}, fmt.Errorf("commit: %w", err)
 	} else if ct.String() != "COMMIT" {
 		br.Close()
-		return Head{}, false, fmt.Errorf("commit: the server answered %q", ct.String())
+		return Head{}, fmt.Errorf("commit: the server answered %q", ct.String())
 	}
 	if err := br.Close(); err != nil {
-		return Head{}, false, fmt.Errorf("commit: %w", err)
+		return Head{}, fmt.Errorf("commit: %w", err)
 	}
-	if inserted == 0 {
-		return head, false, nil // the guard failed: another writer moved the head
-	}
-	return Head{Seq: seqs[n-1], Hash: prev}, true, nil
+	return Head{Seq: seqs[n-1], Hash: prev}, nil
 }
 
 // Close stops accepting records, commits those queued, writes a final
