@@ -21,7 +21,7 @@ FUZZ_TIME    ?= 15s
 BENCH_ADDR  ?= 127.0.0.1:18080
 BENCH_FLAGS ?= -resources 250000 -duration 30s
 
-.PHONY: all run build test lint fuzz generate bench devdb devdb-stop clean vault
+.PHONY: all run build test lint fuzz generate bench bench-security devdb devdb-stop clean vault
 
 all: lint build
 
@@ -55,6 +55,13 @@ test: lint vault
 # module is unchanged). Cold: ~15 minutes on 2 cores; warm cache: <2.
 vault:
 	@./deploy/devvault/build.sh >/dev/null
+
+# Authentication, OPA and the durable access log on versus off
+# (FHIRGATE_SECURITY=off), each over a fresh database on the PostgreSQL at
+# 127.0.0.1:5432, alternating ROUNDS times; prints the bench tool's report
+# with the server's policy-decision latency and audit records per commit.
+bench-security: build
+	ROUNDS=$${ROUNDS:-3} RES=$${RES:-30000} DUR=$${DUR:-20s} ./internal/bench/security-compare.sh
 
 # Every fuzz target in the repository, FUZZ_TIME each.
 fuzz:
