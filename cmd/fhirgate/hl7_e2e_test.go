@@ -40,12 +40,15 @@ func freePort(t *testing.T) string {
 }
 
 // startGateway runs the real binary and waits for its MLLP port.
-func startGateway(t *testing.T, bin, dbURL, httpAddr, mllpAddr string) *exec.Cmd {
+// dataDir holds the gateway's keys (PHI keyring, dev token key, audit
+// signing key): a restart must get the same one, or it could not read the
+// data it wrote.
+func startGateway(t *testing.T, bin, dbURL, httpAddr, mllpAddr, dataDir string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(bin, "serve")
 	cmd.Env = append(os.Environ(), "DATABASE_URL="+dbURL, "FHIRGATE_ADDR="+httpAddr, "FHIRGATE_MLLP_ADDR="+mllpAddr,
 		"FHIRGATE_MAPPINGS="+filepath.Join("..", "..", "mappings"), "FHIRGATE_LOG_LEVEL=warn",
-		"FHIRGATE_PHI_POLICY="+filepath.Join("..", "..", "policies", "phi.yaml"), "FHIRGATE_DATA_DIR="+t.TempDir(),
+		"FHIRGATE_PHI_POLICY="+filepath.Join("..", "..", "policies", "phi.yaml"), "FHIRGATE_DATA_DIR="+dataDir,
 		"FHIRGATE_POLICIES="+filepath.Join("..", "..", "policies"))
 	cmd.Stdout, cmd.Stderr = nil, nil
 	if err := cmd.Start(); err != nil {
@@ -78,7 +81,8 @@ func TestKillLosesNothingAcked(t *testing.T) {
 	}
 	dbURL := databasetest.NewURL(t)
 	httpAddr, mllpAddr := freePort(t), freePort(t)
-	gw := startGateway(t, bin, dbURL, httpAddr, mllpAddr)
+	dataDir := t.TempDir()
+	gw := startGateway(t, bin, dbURL, httpAddr, mllpAddr, dataDir)
 
 	var mu sync.Mutex
 	var acked []string
@@ -127,7 +131,7 @@ func TestKillLosesNothingAcked(t *testing.T) {
 	gw.Wait()
 	wg.Wait()
 
-	gw = startGateway(t, bin, dbURL, httpAddr, mllpAddr)
+	gw = startGateway(t, bin, dbURL, httpAddr, mllpAddr, dataDir)
 	defer func() {
 		gw.Process.Signal(syscall.SIGTERM)
 		exited := make(chan struct{})

@@ -146,6 +146,12 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 			return err
 		}
 		defer closePHI()
+		// Fail fast on a key provider that cannot unwrap the keys already
+		// stored (another keyring, another Vault key): otherwise every
+		// request would fail closed with 503.
+		if err := svc.Prepare(ctx, ac.Tenant); err != nil {
+			return fmt.Errorf("PHI keys of tenant %s: %w (FHIRGATE_KEY_PROVIDER=%s: is it the provider that wrapped the keys in this database?)", ac.Tenant, err, pc.Provider)
+		}
 		st.WithSealer(svc)
 		reader.WithProtector(svc)
 	} else {

@@ -3,6 +3,8 @@ package database
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,8 +25,23 @@ import (
 )
 
 // DevDatabase is the database the gateway uses in the no-configuration dev
-// default.
+// default on its private cluster. On a PostgreSQL server the machine runs
+// (shared by every checkout), each checkout gets a database of its own,
+// DevDatabase_<hash of its data directory>: the dev PHI keyring lives in
+// the data directory, so two checkouts sharing one database would each
+// hold keys the other's data cannot be read with.
 const DevDatabase = "fhirgate"
+
+// machineDevDatabase is the dev database of the checkout whose data
+// directory is dataDir, on the machine's server.
+func machineDevDatabase(dataDir string) string {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		abs = dataDir
+	}
+	sum := sha256.Sum256([]byte(filepath.Clean(abs)))
+	return DevDatabase + "_" + hex.EncodeToString(sum[:4])
+}
 
 // DevPort is the first port tried for a private dev cluster.
 const DevPort = 55432
@@ -52,11 +69,12 @@ func DevURL(ctx context.Context, dataDir string, logger *slog.Logger) (url strin
 		return u, noop, nil
 	}
 	if err := ping(ctx, machineURL, 2*time.Second); err == nil {
-		u, err := ensureDevDatabase(ctx, machineURL)
+		name := machineDevDatabase(dataDir)
+		u, err := ensureDevDatabase(ctx, machineURL, name)
 		if err != nil {
 			return "", nil, err
 		}
-		logger.InfoContext(ctx, "dev database: using the server on 127.0.0.1:5432", "database", DevDatabase)
+		logger.InfoContext(ctx, "dev database: using the server on 127.0.0.1:5432", "database", name)
 		return u, noop, nil
 	}
 	return startPrivate(ctx, dataDir, logger)
@@ -91,7 +109,7 @@ func startPrivate(ctx context.Context, dataDir string, logger *slog.Logger) (str
 	defer unlock()
 
 	if port, ok := c.running(ctx); ok {
-		u, err := ensureDevDatabase(ctx, adminURL(port))
+		u, err := ensureDevDatabase(ctx, adminURL(port), DevDatabase)
 		if err != nil {
 			return "", nil, err
 		}
@@ -114,7 +132,7 @@ func startPrivate(ctx context.Context, dataDir string, logger *slog.Logger) (str
 		_ = stop()
 		return "", nil, fmt.Errorf("database: dev cluster started but does not answer: %w", err)
 	}
-	u, err := ensureDevDatabase(ctx, adminURL(port))
+	u, err := ensureDevDatabase(ctx, adminURL(port), DevDatabase)
 	if err != nil {
 		_ = stop()
 		return "", nil, err
@@ -352,9 +370,9 @@ func ping(ctx context.Context, u string, timeout time.Duration) error {
 	return conn.Ping(ctx)
 }
 
-// ensureDevDatabase creates DevDatabase on the server at admin (a URL of its
-// postgres database) if missing and returns the URL of DevDatabase.
-func ensureDevDatabase(ctx context.Context, admin string) (string, error) {
+// ensureDevDatabase creates database name on the server at admin (a URL of
+// its postgres database) if missing and returns its URL.
+func ensureDevDatabase(ctx context.Context, admin, name string) (string, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, admin)
@@ -363,21 +381,21 @@ func ensureDevDatabase(ctx context.Context, admin string) (string, error) {
 	}
 	defer conn.Close(context.Background())
 	var exists bool
-	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", DevDatabase).Scan(&exists); err != nil {
-		return "", fmt.Errorf("database: dev: look up %s: %w", DevDatabase, err)
+	if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return "", fmt.Errorf("database: dev: look up %s: %w", name, err)
 	}
 	if !exists {
-		_, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{DevDatabase}.Sanitize())
+		_, err := conn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize())
 		var pgErr *pgconn.PgError
 		if err != nil && !(errors.As(err, &pgErr) && pgErr.Code == "42P04") { // duplicate_database: a concurrent caller won
-			return "", fmt.Errorf("database: dev: create %s: %w", DevDatabase, err)
+			return "", fmt.Errorf("database: dev: create %s: %w", name, err)
 		}
 	}
 	pu, err := url.Parse(admin)
 	if err != nil {
 		return "", fmt.Errorf("database: dev: %w", err)
 	}
-	pu.Path = "/" + DevDatabase
+	pu.Path = "/" + name
 	return pu.String(), nil
 }
 
