@@ -64,9 +64,9 @@
 // # Group commit
 //
 // Append enqueues the record and blocks until its batch commits. One writer
-// goroutine per Log takes what is queued (up to Options.MaxBatch, waiting
-// at most Options.MaxWait for more when the previous batch was not alone)
-// and writes it in one transaction: pg_advisory_xact_lock on a fixed key
+// goroutine per Log takes what is queued (up to Options.MaxBatch; batches
+// form while the previous commit is in flight, and Options.MaxWait can add
+// a short wait for more) and writes it in one transaction: pg_advisory_xact_lock on a fixed key
 // (several gateway processes serialize there), read the last (seq, hash),
 // chain the batch in Go, insert it with one INSERT ... SELECT FROM unnest,
 // commit with synchronous_commit on. So a durable commit is shared by many

@@ -44,8 +44,14 @@ type Options struct {
 	// head moves; 0: only on Close and Checkpoint.
 	CheckpointInterval time.Duration
 
-	MaxBatch      int           // records per transaction; default 512
-	MaxWait       time.Duration // how long a batch waits for more records; default 1ms; negative: never
+	MaxBatch int // records per transaction; default 512
+	// MaxWait is how long a batch waits for more records once it has
+	// some; 0 (the default): not at all — batches form from what queues
+	// while the previous commit is in flight, which adapts to the commit
+	// latency by itself. Measured on the read path (16 clients, 2 cores):
+	// no wait 4,368 and 4,007 req/s at 6.2 records per commit, 1 ms wait
+	// 3,931 and 3,719 req/s at 11.7.
+	MaxWait       time.Duration
 	QueueSize     int           // records waiting for the writer; default 4 * MaxBatch
 	CommitTimeout time.Duration // a batch not committed by then fails; default 10s
 
@@ -94,9 +100,6 @@ func New(pool *pgxpool.Pool, opt Options) (*Log, error) {
 	}
 	if opt.MaxBatch <= 0 {
 		opt.MaxBatch = 512
-	}
-	if opt.MaxWait == 0 {
-		opt.MaxWait = time.Millisecond
 	}
 	if opt.QueueSize <= 0 {
 		opt.QueueSize = 4 * opt.MaxBatch
