@@ -91,7 +91,7 @@ bench: build
 		sleep 0.5; \
 	done; \
 	echo "bench: gateway on $(BENCH_ADDR) (log: .data/bench-serve.log)"; \
-	./bin/fhirgate bench -url http://$(BENCH_ADDR)/fhir $(BENCH_FLAGS)
+	./bin/fhirgate bench -url http://$(BENCH_ADDR)/fhir -token "$$(./bin/fhirgate token -sub bench -scope 'system/*.cruds')" $(BENCH_FLAGS)
 
 # Print the dev database URL (starting the private cluster if needed), or
 # stop the private cluster.
