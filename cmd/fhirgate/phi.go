@@ -58,12 +58,8 @@ func phiConfigFromEnv(dataDir string) (phiConfig, error) {
 	if c.EnsureKey, err = envBool("FHIRGATE_VAULT_ENSURE_KEY"); err != nil {
 		return c, err
 	}
-	switch v := os.Getenv("FHIRGATE_ENV"); v {
-	case "", "development":
-	case "production":
-		c.Production = true
-	default:
-		return c, fmt.Errorf("FHIRGATE_ENV=%q: want development or production", v)
+	if c.Production, err = envProduction(); err != nil {
+		return c, err
 	}
 	if v := os.Getenv("FHIRGATE_PHI_KEY_TTL"); v != "" {
 		d, err := time.ParseDuration(v)
@@ -95,6 +91,19 @@ func dataDirFromEnv() string {
 		return v
 	}
 	return ".data"
+}
+
+// envProduction reads FHIRGATE_ENV: production, or development (the
+// default). internal/auth reads the same variable for its own refusals.
+func envProduction() (bool, error) {
+	switch v := os.Getenv("FHIRGATE_ENV"); v {
+	case "", "development":
+		return false, nil
+	case "production":
+		return true, nil
+	default:
+		return false, fmt.Errorf("FHIRGATE_ENV=%q: want development or production", v)
+	}
 }
 
 func envBool(name string) (bool, error) {

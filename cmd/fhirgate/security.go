@@ -36,7 +36,11 @@ func securityConfigFromEnv() (securityConfig, error) {
 	switch v := os.Getenv("FHIRGATE_SECURITY"); v {
 	case "", "on":
 	case "off":
-		if os.Getenv("FHIRGATE_ENV") == "production" {
+		prod, err := envProduction()
+		if err != nil {
+			return c, err
+		}
+		if prod {
 			return c, fmt.Errorf("FHIRGATE_SECURITY=off is refused with FHIRGATE_ENV=production")
 		}
 		c.Off = true

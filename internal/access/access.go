@@ -58,7 +58,6 @@ type Request struct {
 	decisions    []string
 	reasons      []string
 	breakGlass   bool
-	denied       bool
 	resources    []string
 	patients     map[string]bool
 	patientOrgs  map[string]string
@@ -108,9 +107,6 @@ func (r *Request) note(d authz.Decision) {
 		}
 	}
 	r.breakGlass = r.breakGlass || d.BreakGlass
-	if !d.Allow {
-		r.denied = true
-	}
 }
 
 // filter returns (and remembers) the policy's filter for an interaction
@@ -159,11 +155,30 @@ func (r *Request) See(ctx context.Context, interaction, typ string) (*retrieve.V
 	r.mu.Lock()
 	r.note(f.Decision)
 	r.mu.Unlock()
+	return visibility(f), nil
+}
+
+func visibility(f *authz.Filter) *retrieve.Visibility {
 	return &retrieve.Visibility{
 		AnyPatient: f.AnyPatient, Patients: f.Patients, Organizations: f.Organizations,
 		NonCompartment: f.NonCompartment, ExcludeLabels: f.ExcludeLabels,
 		AnySource: f.AnySource, Sources: f.Sources, Params: f.Params,
-	}, nil
+	}
+}
+
+// Probe implements retrieve.Guard: See without recording a refusal.
+func (r *Request) Probe(ctx context.Context, interaction, typ string) (*retrieve.Visibility, error) {
+	f, err := r.filter(ctx, interaction, typ)
+	if err != nil {
+		return nil, err
+	}
+	if !f.Decision.Allow {
+		return nil, forbidden(interaction, typ, f.Decision)
+	}
+	r.mu.Lock()
+	r.note(f.Decision)
+	r.mu.Unlock()
+	return visibility(f), nil
 }
 
 // Check implements retrieve.Guard: the filter evaluated on the version
@@ -192,7 +207,6 @@ func (r *Request) Check(ctx context.Context, interaction string, v *store.Versio
 		if err == nil && !d.Allow {
 			r.note(d)
 		}
-		r.denied = true
 		r.mu.Unlock()
 		return false
 	}
@@ -355,13 +369,6 @@ func (r *Request) Record(requestID string, status int) audit.Record {
 	return rec
 }
 
-// Denied reports whether any decision of the request denied something.
-func (r *Request) Denied() bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.denied
-}
-
 func actionCode(interaction string) string {
 	switch interaction {
 	case audit.InteractionRead, audit.InteractionVRead:
@@ -387,6 +394,15 @@ func (Guard) See(ctx context.Context, interaction, typ string) (*retrieve.Visibi
 		return nil, fhir.Errorf(fhir.KindForbidden, "", "no access decision for this request")
 	}
 	return r.See(ctx, interaction, typ)
+}
+
+// Probe implements retrieve.Guard.
+func (Guard) Probe(ctx context.Context, interaction, typ string) (*retrieve.Visibility, error) {
+	r := From(ctx)
+	if r == nil {
+		return nil, fhir.Errorf(fhir.KindForbidden, "", "no access decision for this request")
+	}
+	return r.Probe(ctx, interaction, typ)
 }
 
 // Check implements retrieve.Guard.

@@ -129,9 +129,6 @@ func NewKeys(prov KeyProvider, store KeyStore, opt KeyOptions) *Keys {
 	}
 }
 
-// Provider returns the key provider.
-func (k *Keys) Provider() KeyProvider { return k.prov }
-
 // get returns a cached, unexpired key.
 func (k *Keys) get(ck cacheKey) *cached {
 	k.mu.Lock()

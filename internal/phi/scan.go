@@ -94,13 +94,6 @@ func (m member) key() []byte {
 	return []byte(s)
 }
 
-// members splits a JSON object into its members.
-func members(b []byte) []member {
-	var out []member
-	eachMember(b, func(m member) { out = append(out, m) })
-	return out
-}
-
 // eachMember calls fn for each member of a JSON object, in order, without
 // allocating.
 func eachMember(b []byte, fn func(m member)) {
@@ -134,13 +127,6 @@ func eachMember(b []byte, fn func(m member)) {
 		}
 		i++
 	}
-}
-
-// elements splits a JSON array into its elements.
-func elements(b []byte) [][]byte {
-	var out [][]byte
-	eachElement(b, func(_ int, el []byte) { out = append(out, el) })
-	return out
 }
 
 // eachElement calls fn for each element of a JSON array, in order, without

@@ -9,6 +9,8 @@ package retrieve
 import (
 	"context"
 	"net/url"
+	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -38,6 +40,10 @@ type Guard interface {
 	// refused outright, KindUnavailable when the policy cannot be
 	// evaluated (fail closed).
 	See(ctx context.Context, interaction, typ string) (*Visibility, error)
+	// Probe is See for queries over several types (includes, whole-system
+	// history) that leave out the types refused: a refusal there is not
+	// the request's denial and is not recorded as one.
+	Probe(ctx context.Context, interaction, typ string) (*Visibility, error)
 	// Check decides one stored version exactly (the SQL visibility is
 	// judged on current index rows; Check sees the version itself).
 	// Denied versions are dropped; Check records the decision for the
@@ -170,20 +176,27 @@ func (s *Service) visible(ctx context.Context, interaction string, types []strin
 	if s.guard == nil {
 		return nil, nil
 	}
+	// Types with the same visibility share one condition: whole-system
+	// history asks about every type, and most of them see alike.
 	type group struct {
 		types []string
 		vis   *Visibility
 	}
 	var groups []group
 	for _, t := range types {
-		v, err := s.guard.See(ctx, interaction, t)
+		v, err := s.guard.Probe(ctx, interaction, t)
 		if err != nil {
 			if fhir.KindOf(err) == fhir.KindForbidden {
 				continue
 			}
 			return nil, err
 		}
-		groups = append(groups, group{[]string{t}, v})
+		i := slices.IndexFunc(groups, func(g group) bool { return reflect.DeepEqual(g.vis, v) })
+		if i < 0 {
+			groups = append(groups, group{vis: v})
+			i = len(groups) - 1
+		}
+		groups[i].types = append(groups[i].types, t)
 	}
 	return func(alias string, args *[]any) string {
 		if len(groups) == 0 {

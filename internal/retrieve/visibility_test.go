@@ -35,6 +35,10 @@ func (g fixedGuard) See(_ context.Context, interaction, typ string) (*retrieve.V
 	return g.vis, nil
 }
 
+func (g fixedGuard) Probe(ctx context.Context, interaction, typ string) (*retrieve.Visibility, error) {
+	return g.See(ctx, interaction, typ)
+}
+
 func (g fixedGuard) Check(_ context.Context, _ string, v *store.Version) bool { return g.allow(v) }
 
 // world: 3 Patients (p1, p2 of org1; p3 of org2), 25 Observations each,

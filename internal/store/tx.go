@@ -133,15 +133,6 @@ func (t *Tx) Peek(typ, id string) (Version, bool) {
 	return p.v, ok && p.found
 }
 
-// PeekOpen is Peek with the body decrypted.
-func (t *Tx) PeekOpen(ctx context.Context, typ, id string) (Version, bool, error) {
-	v, ok := t.Peek(typ, id)
-	if !ok {
-		return v, false, nil
-	}
-	return t.open(ctx, v)
-}
-
 func forUpdate(lock bool) string {
 	if lock {
 		return " FOR UPDATE OF r"
