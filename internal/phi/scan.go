@@ -3,12 +3,15 @@ package phi
 import (
 	"bytes"
 	"encoding/json"
+
+	"github.com/fhirgate/fhirgate/internal/fhir"
 )
 
-// A small scanner over JSON that fhirgate itself produced (compacted,
-// checked by internal/fhir): it never sees arbitrary client bytes, but it
-// still tolerates whitespace and never panics on malformed input — a bad
-// value is copied through as it is.
+// Member and element iteration over JSON that fhirgate itself produced
+// (compacted, checked by internal/fhir), on internal/fhir's value scanner:
+// it never sees arbitrary client bytes, but it still tolerates whitespace
+// and never panics on malformed input — a bad value is copied through as
+// it is.
 
 type member struct {
 	rawName []byte // with quotes
@@ -21,64 +24,6 @@ func skipWS(b []byte, i int) int {
 		i++
 	}
 	return i
-}
-
-// skipString returns the index after the string starting at b[i] == '"'.
-// It jumps from quote to quote (bytes.IndexByte), so long strings — a
-// narrative's div — cost a vectorized scan, not a byte loop.
-func skipString(b []byte, i int) int {
-	i++
-	for i < len(b) {
-		j := bytes.IndexByte(b[i:], '"')
-		if j < 0 {
-			return len(b)
-		}
-		q := i + j
-		n := 0 // backslashes right before the quote: odd means escaped
-		for p := q - 1; p >= i && b[p] == '\\'; p-- {
-			n++
-		}
-		if n%2 == 0 {
-			return q + 1
-		}
-		i = q + 1
-	}
-	return len(b)
-}
-
-// skipValue returns the index after the value starting at b[i].
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return i
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				i = skipString(b, i) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-		}
-		return len(b)
-	default:
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case ',', '}', ']', ' ', '\n', '\r', '\t':
-				return i
-			}
-		}
-		return len(b)
-	}
 }
 
 // key returns the member's name decoded: fhir.Parse keeps names as the
@@ -108,7 +53,7 @@ func eachMember(b []byte, fn func(m member)) {
 			return
 		}
 		ns := i
-		i = skipString(b, i)
+		i = fhir.SkipString(b, i)
 		ne := i
 		i = skipWS(b, i)
 		if i >= len(b) || b[i] != ':' {
@@ -116,7 +61,7 @@ func eachMember(b []byte, fn func(m member)) {
 		}
 		i = skipWS(b, i+1)
 		vs := i
-		i = skipValue(b, i)
+		i = fhir.SkipValue(b, i)
 		if ne-ns < 2 {
 			return
 		}
@@ -143,7 +88,7 @@ func eachElement(b []byte, fn func(i int, el []byte)) {
 			return
 		}
 		vs := i
-		i = skipValue(b, i)
+		i = fhir.SkipValue(b, i)
 		if i == vs {
 			return
 		}
