@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -57,6 +58,10 @@ func (h *HL7) SetMapper(m Mapper) { h.mapper.Store(&m) }
 // decision that senders write only their own sources. ok is false when
 // the message's MSH cannot be read; its intake then rejects it anyway.
 func (h *HL7) Source(raw []byte) (source string, ok bool) {
+	// The MSH alone: the whole message is parsed once, by Handle.
+	if i := bytes.IndexAny(raw, "\r\n"); i >= 0 {
+		raw = raw[:i]
+	}
 	msg, err := hl7v2.Parse(raw)
 	if err != nil || msg.Segment("MSH") == nil {
 		return "", false
