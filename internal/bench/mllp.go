@@ -45,6 +45,10 @@ var identifierFields = map[string][]int{
 	"TXA": {12, 14, 15, 16}, "SCH": {1, 2}, "SPM": {2, 3}, "IN1": {2}, "GT1": {2},
 }
 
+// pairFields are identifier fields of type EIP (placer^filler): both
+// identifiers are made unique, not only the first component.
+var pairFields = map[string]int{"SPM": 2}
+
 func (t *hl7Template) build(dst []byte, controlID string) []byte {
 	dst = append(dst, t.prefix...)
 	dst = append(dst, controlID...)
@@ -58,9 +62,18 @@ func (t *hl7Template) build(dst []byte, controlID string) []byte {
 	return append(dst, t.suffix[last:]...)
 }
 
+// appendEnd records the end of an identifier starting at start, if it
+// is not empty.
+func appendEnd(out []int, start, length int) []int {
+	if length > 0 {
+		out = append(out, start+length)
+	}
+	return out
+}
+
 // findIdentifierEnds records, for each repetition of the identifier
 // fields in the segments after MSH, where its first component ends.
-func findIdentifierEnds(rest []byte, sep, comp, rep byte) []int {
+func findIdentifierEnds(rest []byte, sep, comp, rep, sub byte) []int {
 	var out []int
 	pos := 0
 	for _, seg := range bytes.Split(rest, []byte{'\r'}) {
@@ -90,12 +103,29 @@ func findIdentifierEnds(rest []byte, sep, comp, rep byte) []int {
 						continue
 					}
 					r := field[rs:j]
+					pair := pairFields[string(seg[:3])] == n
 					end := bytes.IndexByte(r, comp)
 					if end < 0 {
 						end = len(r)
 					}
-					if end > 0 {
-						out = append(out, start+fstart+rs+end)
+					if pair {
+						// EIP: the placer's and the filler's identifiers,
+						// each the first subcomponent of its component.
+						if e := bytes.IndexByte(r[:end], sub); e >= 0 {
+							out = appendEnd(out, start+fstart+rs, e)
+						} else {
+							out = appendEnd(out, start+fstart+rs, end)
+						}
+						if end < len(r) {
+							second := r[end+1:]
+							e := bytes.IndexAny(second, string([]byte{comp, sub}))
+							if e < 0 {
+								e = len(second)
+							}
+							out = appendEnd(out, start+fstart+rs+end+1, e)
+						}
+					} else {
+						out = appendEnd(out, start+fstart+rs, end)
 					}
 					rs = j + 1
 				}
@@ -206,8 +236,8 @@ func newHL7Template(msg []byte) (*hl7Template, error) {
 		t.prefix = append(bytes.Clone(msh), sep)
 		t.suffix = bytes.Clone(msg[end:])
 	}
-	if rest := bytes.IndexByte(t.suffix, '\r'); rest >= 0 && len(msh) > 6 {
-		for _, at := range findIdentifierEnds(t.suffix[rest+1:], sep, comp, msh[5]) {
+	if rest := bytes.IndexByte(t.suffix, '\r'); rest >= 0 && len(msh) > 7 {
+		for _, at := range findIdentifierEnds(t.suffix[rest+1:], sep, comp, msh[5], msh[7]) {
 			t.idEnds = append(t.idEnds, rest+1+at)
 		}
 	}

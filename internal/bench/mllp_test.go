@@ -117,6 +117,8 @@ func TestHL7Template(t *testing.T) {
 			wantType: "ADT^A03", want: "MSH|^~\\&|a|b|c|d|e||ADT^A03|NEW\rPV1|1\r"},
 		{name: "other delimiters", msg: "MSH#$~\\&#a#b#c#d#e##ADT$A04#OLD#P\r",
 			wantType: "ADT^A04", want: "MSH#$~\\&#a#b#c#d#e##ADT$A04#NEW#P\r"},
+		{name: "identifiers made unique", msg: "MSH|^~\\&|a|b|c|d|e||ORU^R01|OLD|P|2.5\rPID|1||MRN1^^^H^MR~X2||Doe\rSPM|1|P1&A^F1&B||BLD\rSPM|2|^F2\r",
+			wantType: "ORU^R01", want: "MSH|^~\\&|a|b|c|d|e||ORU^R01|NEW|P|2.5\rPID|1||MRN1-NEW^^^H^MR~X2-NEW||Doe\rSPM|1|P1-NEW&A^F1-NEW&B||BLD\rSPM|2|^F2-NEW\r"},
 		{name: "no MSH-9", msg: "MSH|^~\\&|a|b|c\r", wantErr: "no MSH-9"},
 		{name: "no trigger event", msg: "MSH|^~\\&|a|b|c|d|e||ADT|X\r", wantErr: "trigger event"},
 		{name: "not MSH", msg: "PID|1|2|3|4|5|6|7|8|9|10\r", wantErr: "MSH"},

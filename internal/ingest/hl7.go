@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -40,11 +41,14 @@ type HL7 struct {
 	mapper atomic.Pointer[Mapper]
 	log    *slog.Logger
 	now    func() time.Time
+
+	commitMu   sync.Mutex
+	committers map[string]*committer // by tenant
 }
 
 // NewHL7 returns HL7 v2 intake over the write path.
 func NewHL7(svc *Service, st HL7Store, m Mapper, log *slog.Logger) *HL7 {
-	h := &HL7{svc: svc, store: st, log: log, now: time.Now}
+	h := &HL7{svc: svc, store: st, log: log, now: time.Now, committers: map[string]*committer{}}
 	h.SetMapper(m)
 	return h
 }
@@ -140,6 +144,17 @@ type result struct {
 }
 
 func (h *HL7) process(ctx context.Context, tenant string, raw []byte, now time.Time) result {
+	j, r := h.job(ctx, tenant, raw, now)
+	if j == nil {
+		return r
+	}
+	return h.commit(tenant, j)
+}
+
+// job parses, maps and validates a message. A message that is answered
+// without being stored (unparseable, unmapped, invalid, or a re-send of a
+// message that then fails to map) returns no job and its result.
+func (h *HL7) job(ctx context.Context, tenant string, raw []byte, now time.Time) (*hl7Job, result) {
 	ackID := NewID()
 	msg, err := hl7v2.Parse(raw)
 	if err != nil {
@@ -149,7 +164,7 @@ func (h *HL7) process(ctx context.Context, tenant string, raw []byte, now time.T
 		if pe != nil {
 			reason = fmt.Sprintf("unparseable message: segment %s #%d field %d at byte %d: %s", pe.Segment, pe.SegmentIndex, pe.Field, pe.Offset, pe.Reason)
 		}
-		return result{ack: hl7v2.NAKForUnparseable(raw, pe, ackID, now), code: "AR", reason: reason}
+		return nil, result{ack: hl7v2.NAKForUnparseable(raw, pe, ackID, now), code: "AR", reason: reason}
 	}
 	mode := modeOf(msg)
 	reply := func(original string, errs []hl7v2.AckError) []byte {
@@ -163,12 +178,20 @@ func (h *HL7) process(ctx context.Context, tenant string, raw []byte, now time.T
 	cid := msg.ControlID()
 	if cid == "" {
 		errs := []hl7v2.AckError{{Segment: "MSH", SegmentIndex: 1, Field: 10, Code: "101", Severity: "E", Text: "MSH-10 message control id is required"}}
-		return result{ack: reply("AR", errs), code: "AR", sender: sender, reason: describe(errs)}
+		return nil, result{ack: reply("AR", errs), code: "AR", sender: sender, reason: describe(errs)}
 	}
-	if ack, ok, err := h.store.HL7Ack(ctx, tenant, sender, cid); err != nil {
-		return h.transient(msg, mode, ackID, now, err)
-	} else if ok {
-		return result{ack: ack, code: "AA", sender: sender, controlID: cid} // a retry after a lost ACK: same answer, nothing new
+	// A re-send of an accepted message is recognized in the transaction
+	// that would store it (one query for a whole batch); a message that
+	// fails to map or validate is first checked against the archive, so
+	// a retry after a lost ACK gets its original answer even when the
+	// mappings changed since.
+	reject := func(code string, errs []hl7v2.AckError) result {
+		if ack, ok, err := h.store.HL7Ack(ctx, tenant, sender, cid); err != nil {
+			return h.transient(msg, mode, ackID, now, err)
+		} else if ok {
+			return result{ack: ack, code: "AA", sender: sender, controlID: cid}
+		}
+		return result{ack: reply(code, errs), code: code, sender: sender, controlID: cid, reason: describe(errs)}
 	}
 
 	mapper := *h.mapper.Load()
@@ -184,101 +207,46 @@ func (h *HL7) process(ctx context.Context, tenant string, raw []byte, now time.T
 				errs = me.Errs
 			}
 		}
-		return result{ack: reply(code, errs), code: code, sender: sender, controlID: cid, reason: describe(errs)}
+		return nil, reject(code, errs)
 	}
 
 	// Master data is validated and indexed only when it is going to be
 	// written (it is new): most messages name doctors, wards and
 	// facilities that exist already.
-	entries := make([]search.Entries, len(out.Resources))
-	prepare := func(i int) error {
-		r := out.Resources[i]
-		if h.svc.validate != nil {
-			if err := h.svc.validate(r); err != nil {
-				return &invalidMapping{errs: validationErrs(r, err)}
-			}
-		}
-		entries[i] = search.Extract(r.Type, r.Content)
-		return nil
-	}
+	j := &hl7Job{msg: msg, raw: raw, now: now, mode: mode, ackID: ackID, sender: sender, cid: cid, out: out,
+		entries: make([]search.Entries, len(out.Resources)), done: make(chan result, 1)}
 	for i, r := range out.Resources {
 		if !masterData[r.Type] {
-			if err := prepare(i); err != nil {
-				errs := err.(*invalidMapping).errs
-				return result{ack: reply("AE", errs), code: "AE", sender: sender, controlID: cid, reason: describe(errs)}
+			if errs := h.prepare(j, i); errs != nil {
+				return nil, reject("AE", errs)
 			}
 		}
 	}
-
-	mtype := msg.Get("MSH-9.1") + "^" + msg.Get("MSH-9.2")
+	j.mtype = msg.Get("MSH-9.1") + "^" + msg.Get("MSH-9.2")
 	if s := msg.Get("MSH-9.3"); s != "" {
-		mtype += "^" + s
+		j.mtype += "^" + s
 	}
-	ack := reply("AA", out.Warnings)
-	provID := mapping.StableID(tenant, "Provenance", "hl7v2", sender, cid)
-	err = h.svc.inTx(ctx, tenant, func(tx *store.Tx) error {
-		keys := make([]store.Key, 0, len(out.Resources)+1)
-		for _, r := range out.Resources {
-			keys = append(keys, store.Key{Type: r.Type, ID: r.ID})
-		}
-		keys = append(keys, store.Key{Type: "Provenance", ID: provID})
-		if err := tx.Prefetch(ctx, keys, false); err != nil {
-			return err
-		}
-		targets := make([]string, 0, len(out.Resources))
-		for i, r := range out.Resources {
-			if masterData[r.Type] {
-				if cur, ok := tx.Peek(r.Type, r.ID); ok && !cur.Deleted {
-					targets = append(targets, fmt.Sprintf("%s/%s/_history/%d", cur.Type, cur.ID, cur.Version))
-					continue
-				}
-				if err := prepare(i); err != nil {
-					return err
-				}
-			}
-			v, err := tx.Put(ctx, store.Write{Resource: r, Entries: entries[i], Method: "PUT", SkipUnchanged: true,
-				IfAbsent: masterData[r.Type]})
-			if err != nil {
-				return err
-			}
-			targets = append(targets, fmt.Sprintf("%s/%s/_history/%d", v.Type, v.ID, v.Version))
-		}
-		prov, err := buildProvenance(provenanceSpec{ID: provID, Targets: targets, AgentSystem: "urn:fhirgate:hl7v2:sender", Agent: sender,
-			EntitySystem: "urn:fhirgate:hl7v2:control-id", Entity: sender + "|" + cid, EntityDisplay: "HL7 v2 " + mtype,
-			Assembler: "fhirgate HL7 v2 mapping " + out.Version, At: tx.Now()})
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Put(ctx, store.Write{Resource: prov, Entries: search.Extract(prov.Type, prov.Content), Method: "PUT"}); err != nil {
-			return err
-		}
-		stored := ack
-		if stored == nil { // the sender asked for no ACK; duplicates still get one
-			stored = hl7v2.BuildACK(msg, mode.code("AA"), out.Warnings, ackID, now)
-		}
-		return tx.RecordHL7(ctx, store.HL7Record{Sender: sender, ControlID: cid, ReceivedAt: now, MessageType: mtype,
-			MappingVersion: out.Version, Resources: len(out.Resources), ProvenanceID: provID, ACK: stored, Raw: raw})
-	})
-	var bad *invalidMapping
-	if errors.As(err, &bad) {
-		return result{ack: reply("AE", bad.errs), code: "AE", sender: sender, controlID: cid, reason: describe(bad.errs)}
+	j.ack = reply("AA", out.Warnings)
+	j.stored = j.ack
+	if j.stored == nil { // the sender asked for no ACK; duplicates still get one
+		j.stored = hl7v2.BuildACK(msg, mode.code("AA"), out.Warnings, ackID, now)
 	}
-	if err != nil {
-		// A concurrent copy of the same message may have won the race.
-		if prev, ok, lookupErr := h.store.HL7Ack(ctx, tenant, sender, cid); lookupErr == nil && ok {
-			return result{ack: prev, code: "AA", sender: sender, controlID: cid}
-		}
-		return h.transient(msg, mode, ackID, now, err)
-	}
-	h.log.Debug("hl7v2 accepted", "tenant", tenant, "type", mtype, "resources", len(out.Resources))
-	return result{ack: ack, code: "AA", sender: sender, controlID: cid}
+	j.provID = mapping.StableID(tenant, "Provenance", "hl7v2", sender, cid)
+	return j, result{}
 }
 
-// invalidMapping is a mapped resource that failed validation: a mapping
-// defect, answered with AE and kept as a dead letter.
-type invalidMapping struct{ errs []hl7v2.AckError }
-
-func (e *invalidMapping) Error() string { return describe(e.errs) }
+// prepare validates and indexes the job's i-th resource; it returns the
+// ERR segments of a mapped resource that is invalid (a mapping defect).
+func (h *HL7) prepare(j *hl7Job, i int) []hl7v2.AckError {
+	r := j.out.Resources[i]
+	if h.svc.validate != nil {
+		if err := h.svc.validate(r); err != nil {
+			return validationErrs(r, err)
+		}
+	}
+	j.entries[i] = search.Extract(r.Type, r.Content)
+	return nil
+}
 
 // transient answers a failure that is not the message's fault (database
 // down): AE/CE with code 207, so the sender retries; no dead letter, the

@@ -144,3 +144,36 @@ func (s *Store) ResolveDeadLetter(ctx context.Context, tenant string, id int64, 
 	}
 	return classify("store: resolve dead letter", err)
 }
+
+// HL7Key names an HL7 v2 message by its sender and control id (MSH-10).
+type HL7Key struct{ Sender, ControlID string }
+
+// HL7Acks returns, inside the Tx, the ACKs of the messages among keys that
+// were accepted before (one query for a whole batch of messages).
+func (t *Tx) HL7Acks(ctx context.Context, keys []HL7Key) (map[HL7Key][]byte, error) {
+	if err := t.Flush(ctx); err != nil {
+		return nil, err
+	}
+	senders := make([]string, len(keys))
+	cids := make([]string, len(keys))
+	for i, k := range keys {
+		senders[i], cids[i] = k.Sender, k.ControlID
+	}
+	rows, err := t.tx.Query(ctx, `SELECT m.sender, m.control_id, m.ack FROM hl7_messages m
+		JOIN unnest($2::text[], $3::text[]) AS k(sender, control_id) ON m.sender = k.sender AND m.control_id = k.control_id
+		WHERE m.tenant = $1`, t.tenant, senders, cids)
+	if err != nil {
+		return nil, classify("store: hl7 acks", err)
+	}
+	defer rows.Close()
+	out := map[HL7Key][]byte{}
+	for rows.Next() {
+		var k HL7Key
+		var ack []byte
+		if err := rows.Scan(&k.Sender, &k.ControlID, &ack); err != nil {
+			return nil, classify("store: hl7 acks", err)
+		}
+		out[k] = ack
+	}
+	return out, classify("store: hl7 acks", rows.Err())
+}

@@ -1,0 +1,306 @@
+package ingest
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/fhirgate/fhirgate/internal/hl7v2"
+	"github.com/fhirgate/fhirgate/internal/mapping"
+	"github.com/fhirgate/fhirgate/internal/search"
+	"github.com/fhirgate/fhirgate/internal/store"
+)
+
+// Group commit. Messages are parsed, mapped and validated on their
+// connections' goroutines, in parallel; what they produce is then stored by
+// a few committers, each taking every message waiting at that moment (up
+// to maxBatch) into one transaction: one archive lookup, one prefetch, one
+// round trip of writes and one commit (one WAL flush) for the batch instead
+// of for every message. Nothing waits for a batch to fill: a committer
+// takes what is queued, and messages arriving meanwhile form the next
+// batch. Every message of a batch is acknowledged only after the batch
+// commits, so AA still means durably stored.
+//
+// A batch never lets one message fail another. A message that writes a
+// resource an earlier message of the batch wrote (the same patient in two
+// messages sent at once) waits for the next batch; a message whose new
+// master data is invalid is answered AE without writing anything; and when
+// the batch's transaction fails as a whole, each of its messages is retried
+// in a transaction of its own.
+
+const (
+	// maxBatch bounds the messages stored in one transaction.
+	maxBatch = 64
+	// maxCommitters is how many batches of one tenant are in flight at
+	// once: two keep the database busy while the previous batch commits.
+	maxCommitters = 2
+	// batchTimeout bounds one batch's transaction. The batch does not run
+	// under any one connection's context: a sender that hangs up does not
+	// cancel the other messages of its batch.
+	batchTimeout = 60 * time.Second
+)
+
+// hl7Job is one mapped, validated message waiting to be stored.
+type hl7Job struct {
+	msg                *hl7v2.Message
+	raw                []byte
+	now                time.Time
+	mode               ackMode
+	ackID              string
+	sender, cid, mtype string
+	out                *mapping.Output
+	entries            []search.Entries // of the non-master resources (master data: when new)
+	ack, stored        []byte           // the ACK to send (nil: none asked) and the one archived
+	provID             string
+	done               chan result
+}
+
+// committer is the queue of one tenant's messages waiting for a batch.
+type committer struct {
+	mu      sync.Mutex
+	queue   []*hl7Job
+	leaders int
+}
+
+// commit queues the job for a batch and waits for its outcome.
+func (h *HL7) commit(tenant string, j *hl7Job) result {
+	h.commitMu.Lock()
+	c := h.committers[tenant]
+	if c == nil {
+		c = &committer{}
+		h.committers[tenant] = c
+	}
+	h.commitMu.Unlock()
+
+	c.mu.Lock()
+	c.queue = append(c.queue, j)
+	if c.leaders < maxCommitters {
+		c.leaders++
+		go h.lead(tenant, c)
+	}
+	c.mu.Unlock()
+	return <-j.done
+}
+
+// lead stores batches from c's queue until it is empty.
+func (h *HL7) lead(tenant string, c *committer) {
+	for {
+		c.mu.Lock()
+		if len(c.queue) == 0 {
+			c.leaders--
+			c.mu.Unlock()
+			return
+		}
+		n := min(len(c.queue), maxBatch)
+		batch := make([]*hl7Job, n)
+		copy(batch, c.queue)
+		c.queue = append(c.queue[:0], c.queue[n:]...)
+		c.mu.Unlock()
+
+		deferred := h.storeBatch(tenant, batch)
+		if len(deferred) > 0 {
+			c.mu.Lock()
+			c.queue = append(deferred, c.queue...)
+			c.mu.Unlock()
+		}
+	}
+}
+
+// storeBatch stores the jobs in one transaction and answers each of them,
+// except those it returns: they conflict with an earlier job of the batch
+// and go into the next one.
+func (h *HL7) storeBatch(tenant string, jobs []*hl7Job) (deferred []*hl7Job) {
+	ctx, cancel := context.WithTimeout(context.Background(), batchTimeout)
+	defer cancel()
+	results := make([]result, len(jobs))
+	answered := make([]bool, len(jobs))
+	err := h.svc.inTx(ctx, tenant, func(tx *store.Tx) error {
+		clear(answered)
+		deferred = deferred[:0]
+		return h.writeBatch(ctx, tx, jobs, results, answered, &deferred)
+	})
+	if err != nil {
+		if len(jobs) > 1 {
+			// Something in the batch failed the transaction: find out
+			// which message, by storing each on its own.
+			deferred = nil
+			for _, j := range jobs {
+				deferred = append(deferred, h.storeBatch(tenant, []*hl7Job{j})...)
+			}
+			return deferred
+		}
+		j := jobs[0]
+		// A concurrent copy of the same message may have won the race.
+		if prev, ok, lookupErr := h.store.HL7Ack(ctx, tenant, j.sender, j.cid); lookupErr == nil && ok {
+			j.done <- result{ack: prev, code: "AA", sender: j.sender, controlID: j.cid}
+		} else {
+			j.done <- h.transient(j.msg, j.mode, j.ackID, j.now, err)
+		}
+		return nil
+	}
+	for i, j := range jobs {
+		if answered[i] {
+			j.done <- results[i]
+			if results[i].code == "AA" {
+				h.log.Debug("hl7v2 accepted", "tenant", tenant, "type", j.mtype, "resources", len(j.out.Resources))
+			}
+		}
+	}
+	return deferred
+}
+
+// writeBatch is the body of a batch's transaction. It may run more than
+// once (a lost race with a concurrent writer); it starts over each time.
+func (h *HL7) writeBatch(ctx context.Context, tx *store.Tx, jobs []*hl7Job, results []result, answered []bool, deferred *[]*hl7Job) error {
+	answer := func(i int, r result) { results[i], answered[i] = r, true }
+
+	// Re-sends of accepted messages (a retry after a lost ACK) get the
+	// original ACK and write nothing.
+	msgKeys := make([]store.HL7Key, len(jobs))
+	for i, j := range jobs {
+		msgKeys[i] = store.HL7Key{Sender: j.sender, ControlID: j.cid}
+	}
+	acks, err := tx.HL7Acks(ctx, msgKeys)
+	if err != nil {
+		return err
+	}
+	var live []int
+	inBatch := make(map[store.HL7Key]bool, len(jobs))
+	var keys []store.Key
+	for i, j := range jobs {
+		k := msgKeys[i]
+		if ack, ok := acks[k]; ok {
+			answer(i, result{ack: ack, code: "AA", sender: j.sender, controlID: j.cid})
+			continue
+		}
+		if inBatch[k] { // the same message twice at once: the copy is answered from the archive next batch
+			*deferred = append(*deferred, j)
+			continue
+		}
+		inBatch[k] = true
+		live = append(live, i)
+		for _, r := range j.out.Resources {
+			keys = append(keys, store.Key{Type: r.Type, ID: r.ID})
+		}
+		keys = append(keys, store.Key{Type: "Provenance", ID: j.provID})
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	if err := tx.Prefetch(ctx, dedupeKeys(keys), false); err != nil {
+		return err
+	}
+
+	// written holds what this batch has written or found so far: master
+	// data a later message names again is not looked up twice.
+	written := make(map[store.Key]store.Version, len(keys))
+	for _, i := range live {
+		j := jobs[i]
+		if h.conflicts(j, written) {
+			*deferred = append(*deferred, j)
+			continue
+		}
+		// Every check before the job's first write: a job answered AE
+		// leaves nothing behind in the batch.
+		var invalid []hl7v2.AckError
+		for ri, r := range j.out.Resources {
+			if !masterData[r.Type] {
+				continue
+			}
+			k := store.Key{Type: r.Type, ID: r.ID}
+			if _, ok := written[k]; ok {
+				continue
+			}
+			if cur, ok := tx.Peek(r.Type, r.ID); ok && !cur.Deleted {
+				written[k] = cur
+				continue
+			}
+			if invalid = h.prepare(j, ri); invalid != nil {
+				break
+			}
+		}
+		if invalid != nil {
+			answer(i, result{ack: j.reply("AE", invalid), code: "AE", sender: j.sender, controlID: j.cid, reason: describe(invalid)})
+			continue
+		}
+		if err := h.writeJob(ctx, tx, j, written); err != nil {
+			return err
+		}
+		answer(i, result{ack: j.ack, code: "AA", sender: j.sender, controlID: j.cid})
+	}
+	return nil
+}
+
+// writeJob writes one message's resources, its Provenance and its archive
+// record.
+func (h *HL7) writeJob(ctx context.Context, tx *store.Tx, j *hl7Job, written map[store.Key]store.Version) error {
+	targets := make([]string, 0, len(j.out.Resources))
+	for i, r := range j.out.Resources {
+		k := store.Key{Type: r.Type, ID: r.ID}
+		if masterData[r.Type] {
+			if v, ok := written[k]; ok {
+				targets = append(targets, fmt.Sprintf("%s/%s/_history/%d", v.Type, v.ID, v.Version))
+				continue
+			}
+		}
+		v, err := tx.Put(ctx, store.Write{Resource: r, Entries: j.entries[i], Method: "PUT", SkipUnchanged: true,
+			IfAbsent: masterData[r.Type]})
+		if err != nil {
+			return err
+		}
+		written[k] = v
+		targets = append(targets, fmt.Sprintf("%s/%s/_history/%d", v.Type, v.ID, v.Version))
+	}
+	prov, err := buildProvenance(provenanceSpec{ID: j.provID, Targets: targets, AgentSystem: "urn:fhirgate:hl7v2:sender", Agent: j.sender,
+		EntitySystem: "urn:fhirgate:hl7v2:control-id", Entity: j.sender + "|" + j.cid, EntityDisplay: "HL7 v2 " + j.mtype,
+		Assembler: "fhirgate HL7 v2 mapping " + j.out.Version, At: tx.Now()})
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Put(ctx, store.Write{Resource: prov, Entries: search.Extract(prov.Type, prov.Content), Method: "PUT"}); err != nil {
+		return err
+	}
+	written[store.Key{Type: "Provenance", ID: j.provID}] = store.Version{}
+	return tx.RecordHL7(ctx, store.HL7Record{Sender: j.sender, ControlID: j.cid, ReceivedAt: j.now, MessageType: j.mtype,
+		MappingVersion: j.out.Version, Resources: len(j.out.Resources), ProvenanceID: j.provID, ACK: j.stored, Raw: j.raw})
+}
+
+// conflicts reports whether the job writes a resource (other than master
+// data, which is only created, never rewritten) that an earlier job of the
+// batch wrote: one transaction writes a resource once.
+func (h *HL7) conflicts(j *hl7Job, written map[store.Key]store.Version) bool {
+	if _, ok := written[store.Key{Type: "Provenance", ID: j.provID}]; ok {
+		return true
+	}
+	for _, r := range j.out.Resources {
+		if masterData[r.Type] {
+			continue
+		}
+		if _, ok := written[store.Key{Type: r.Type, ID: r.ID}]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// reply is the job's ACK with the given original-mode code, nil when the
+// sender's mode asks for none.
+func (j *hl7Job) reply(original string, errs []hl7v2.AckError) []byte {
+	if !j.mode.send(original) {
+		return nil
+	}
+	return hl7v2.BuildACK(j.msg, j.mode.code(original), errs, j.ackID, j.now)
+}
+
+func dedupeKeys(keys []store.Key) []store.Key {
+	seen := make(map[store.Key]bool, len(keys))
+	out := keys[:0]
+	for _, k := range keys {
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	return out
+}
