@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"sync/atomic"
 	"time"
 
@@ -89,6 +90,7 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	tuneGC()
 	dbc, err := database.ConfigFromEnv()
 	if err != nil {
 		return err
@@ -260,4 +262,19 @@ func listenAndServe(ctx context.Context, sc serveConfig, h http.Handler, logger 
 	}
 	logger.Info("stopped")
 	return nil
+}
+
+// serveGCPercent is the collector's target when GOGC is not set. The
+// gateway's live heap is small (tens of MB: caches, pools, prepared
+// policies) and its garbage is per request and per message, so letting the
+// heap grow to 5× the live heap instead of 2× between collections buys
+// CPU for a few hundred MB at most: BenchmarkHL7Intake gained ~10 %
+// (GOGC=100 vs 400, alternating runs). GOGC, and GOMEMLIMIT for a hard
+// ceiling, override it as the Go runtime documents.
+const serveGCPercent = 400
+
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(serveGCPercent)
+	}
 }

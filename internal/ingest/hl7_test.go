@@ -305,4 +305,19 @@ func TestHL7MasterDataIsNotOverwritten(t *testing.T) {
 	if n := e.count(t, `SELECT max(version) FROM resources WHERE type = 'Practitioner'`); n != 1 {
 		t.Errorf("the Practitioner was rewritten by a later message (version %d)", n)
 	}
+	// The first message created the doctor: its Provenance names it; the
+	// second only mentioned it: its Provenance lists what it produced.
+	for i, want := range []bool{true, false} {
+		var prov string
+		if err := e.pool.QueryRow(context.Background(), `SELECT convert_from(r.body, 'UTF8') FROM resources r
+			JOIN hl7_messages m ON m.provenance_id = r.id AND r.type = 'Provenance' WHERE m.control_id = $1`, fmt.Sprintf("MD%d", i)).Scan(&prov); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(prov, `"Practitioner/`); got != want {
+			t.Errorf("message %d: Provenance names the Practitioner: %v, want %v", i, got, want)
+		}
+		if !strings.Contains(prov, `"Patient/`) {
+			t.Errorf("message %d: Provenance lacks the Patient", i)
+		}
+	}
 }

@@ -233,14 +233,19 @@ func (h *HL7) writeBatch(ctx context.Context, tx *store.Tx, jobs []*hl7Job, resu
 }
 
 // writeJob writes one message's resources, its Provenance and its archive
-// record.
+// record. The Provenance's targets are what the message produced: its
+// resources (written, or unchanged by a re-send), and master data it
+// created — not the doctors and wards it merely names that exist already,
+// which it neither generated nor updated (and which would make every
+// Provenance list dozens of them).
 func (h *HL7) writeJob(ctx context.Context, tx *store.Tx, j *hl7Job, written map[store.Key]store.Version) error {
 	targets := make([]string, 0, len(j.out.Resources))
+	var named []string // existing master data the message names
 	for i, r := range j.out.Resources {
 		k := store.Key{Type: r.Type, ID: r.ID}
 		if masterData[r.Type] {
 			if v, ok := written[k]; ok {
-				targets = append(targets, fmt.Sprintf("%s/%s/_history/%d", v.Type, v.ID, v.Version))
+				named = append(named, fmt.Sprintf("%s/%s/_history/%d", v.Type, v.ID, v.Version))
 				continue
 			}
 		}
@@ -251,6 +256,9 @@ func (h *HL7) writeJob(ctx context.Context, tx *store.Tx, j *hl7Job, written map
 		}
 		written[k] = v
 		targets = append(targets, fmt.Sprintf("%s/%s/_history/%d", v.Type, v.ID, v.Version))
+	}
+	if len(targets) == 0 { // a message of master data only: Provenance.target is 1..*
+		targets = named
 	}
 	prov, err := buildProvenance(provenanceSpec{ID: j.provID, Targets: targets, AgentSystem: "urn:fhirgate:hl7v2:sender", Agent: j.sender,
 		EntitySystem: "urn:fhirgate:hl7v2:control-id", Entity: j.sender + "|" + j.cid, EntityDisplay: "HL7 v2 " + j.mtype,
