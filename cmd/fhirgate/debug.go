@@ -11,8 +11,9 @@ import (
 // startDebug serves the Go profiler on a loopback address for operators
 // chasing a performance problem. Profiles hold no request content.
 //
-// /debug/fhirgate serves counters as JSON: policy decision latency, and the
-// audit log's records, commits and commit latency.
+// /debug/fhirgate serves counters as JSON: policy decision latency, the
+// audit log's records, commits and commit latency, and HL7 v2 intake's
+// messages, batches and resources mapped, written, unchanged and named.
 func startDebug(addr string, logger *slog.Logger) { startDebugStats(addr, nil, logger) }
 
 // startDebugStats is startDebug with /debug/fhirgate serving stats().

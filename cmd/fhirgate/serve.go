@@ -175,7 +175,7 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 	if secCfg.Off {
 		logger.Warn("SECURITY IS OFF (FHIRGATE_SECURITY=off): no authentication, no authorization, no access log")
 		if sc.DebugAddr != "" {
-			startDebug(sc.DebugAddr, logger)
+			startDebugStats(sc.DebugAddr, func() any { return map[string]any{"hl7": intake.Stats()} }, logger)
 		}
 	} else {
 		sec, err := openSecurity(ctx, secCfg, sc.DataDir, pool, st, svc, logger)
@@ -193,7 +193,8 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 		if sc.DebugAddr != "" {
 			startDebugStats(sc.DebugAddr, func() any {
 				st := sec.log.Stats()
-				return map[string]any{"decisions": access.Decisions(), "audit": st, "audit_records_per_commit": st.RecordsPerCommit()}
+				return map[string]any{"decisions": access.Decisions(), "audit": st, "audit_records_per_commit": st.RecordsPerCommit(),
+					"hl7": intake.Stats()}
 			}, logger)
 		}
 		reader.WithGuard(access.Guard{})

@@ -153,7 +153,7 @@ func Run(ctx context.Context, cfg Config, out, progress io.Writer) (*Report, err
 			return
 		}
 		var before *serverStats
-		if cfg.StatsURL != "" && (name == PhaseRead || name == PhaseSearch || name == PhaseIngest) {
+		if cfg.StatsURL != "" && (name == PhaseRead || name == PhaseSearch || name == PhaseIngest || name == PhaseMLLP) {
 			var err error
 			if before, err = fetchServerStats(ctx, r.client, cfg.StatsURL); err != nil {
 				fmt.Fprintf(progress, "bench: server stats: %v\n", err)
@@ -162,12 +162,18 @@ func Run(ctx context.Context, cfg Config, out, progress io.Writer) (*Report, err
 		p := f()
 		p.Name = name
 		rep.Phases = append(rep.Phases, p)
-		writeSummary(out, p)
+		var after *serverStats
 		if before != nil {
-			if after, err := fetchServerStats(ctx, r.client, cfg.StatsURL); err == nil {
-				writeServerDelta(out, name, before, after)
+			var err error
+			if after, err = fetchServerStats(ctx, r.client, cfg.StatsURL); err != nil {
+				fmt.Fprintf(progress, "bench: server stats: %v\n", err)
 			}
 		}
+		if name == PhaseMLLP && after != nil {
+			p.Mismatches = append(p.Mismatches, checkHL7Delta(p, before, after)...)
+		}
+		writeSummary(out, p)
+		writeServerDelta(out, name, before, after)
 	}
 	run(PhaseIngest, func() *PhaseReport { return r.ingest(ctx, plan) })
 	run(PhaseVacuum, func() *PhaseReport { return r.vacuum(ctx) })

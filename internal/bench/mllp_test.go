@@ -379,3 +379,18 @@ func TestTemplateMakesIdentifiersUnique(t *testing.T) {
 		t.Errorf("build:\n got %q\nwant %q", got, want)
 	}
 }
+
+func TestCheckHL7Delta(t *testing.T) {
+	t.Parallel()
+	p := &PhaseReport{AckCodes: map[string]uint64{"AA": 8, "CA": 2, "AE": 1}}
+	before := &serverStats{HL7: hl7Stats{Messages: 5, Mapped: 50, Written: 30, Unchanged: 10, Named: 10}}
+	good := &serverStats{HL7: hl7Stats{Messages: 15, Batches: 4, Mapped: 150, Written: 100, Unchanged: 20, Named: 30}}
+	if got := checkHL7Delta(p, before, good); len(got) != 0 {
+		t.Errorf("consistent counters: %v", got)
+	}
+	lost := &serverStats{HL7: hl7Stats{Messages: 14, Mapped: 150, Written: 99, Unchanged: 20, Named: 30}}
+	got := checkHL7Delta(p, before, lost)
+	if len(got) != 2 || !strings.Contains(got[0], "stored 9 messages") || !strings.Contains(got[1], "100 resources mapped") {
+		t.Errorf("a lost message and a lost resource: %v", got)
+	}
+}

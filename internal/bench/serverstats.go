@@ -21,6 +21,33 @@ type serverStats struct {
 		Records int64
 		Commits int64
 	} `json:"audit"`
+	HL7 hl7Stats `json:"hl7"`
+}
+
+// hl7Stats is HL7 v2 intake's counters (ingest.HL7Stats).
+type hl7Stats struct {
+	Messages, Batches, Mapped, Written, Unchanged, Named int64
+}
+
+func (a hl7Stats) minus(b hl7Stats) hl7Stats {
+	return hl7Stats{a.Messages - b.Messages, a.Batches - b.Batches, a.Mapped - b.Mapped,
+		a.Written - b.Written, a.Unchanged - b.Unchanged, a.Named - b.Named}
+}
+
+// checkHL7Delta checks, for the mllp phase, that the gateway stored every
+// message it acknowledged with AA/CA (the phase sends fresh control ids, so
+// none is a re-send) and accounted for every resource they mapped to:
+// written, unchanged, or existing master data named.
+func checkHL7Delta(p *PhaseReport, before, after *serverStats) []string {
+	d := after.HL7.minus(before.HL7)
+	var out []string
+	if acked := int64(p.AckCodes["AA"] + p.AckCodes["CA"]); d.Messages != acked {
+		out = append(out, fmt.Sprintf("the gateway stored %d messages during the phase, %d were acknowledged AA/CA", d.Messages, acked))
+	}
+	if d.Mapped != d.Written+d.Unchanged+d.Named {
+		out = append(out, fmt.Sprintf("%d resources mapped, but %d written + %d unchanged + %d named", d.Mapped, d.Written, d.Unchanged, d.Named))
+	}
+	return out
 }
 
 func fetchServerStats(ctx context.Context, client *http.Client, url string) (*serverStats, error) {
@@ -49,6 +76,10 @@ func fetchServerStats(ctx context.Context, client *http.Client, url string) (*se
 func writeServerDelta(w io.Writer, phase string, before, after *serverStats) {
 	if before == nil || after == nil {
 		return
+	}
+	if d := after.HL7.minus(before.HL7); d.Messages > 0 {
+		fmt.Fprintf(w, "%s: server: %d HL7 v2 messages stored in %d transactions (%.1f per commit); %d resources mapped = %d written + %d unchanged + %d existing master data named\n",
+			phase, d.Messages, d.Batches, float64(d.Messages)/float64(max(d.Batches, 1)), d.Mapped, d.Written, d.Unchanged, d.Named)
 	}
 	n := after.Decisions.Count - before.Decisions.Count
 	delta := make([]int64, len(after.Decisions.Buckets))

@@ -44,6 +44,7 @@ type HL7 struct {
 
 	commitMu   sync.Mutex
 	committers map[string]*committer // by tenant
+	counters   hl7Counters
 }
 
 // NewHL7 returns HL7 v2 intake over the write path.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/fhirgate/fhirgate/internal/hl7v2"
@@ -54,6 +55,29 @@ type hl7Job struct {
 	ack, stored        []byte           // the ACK to send (nil: none asked) and the one archived
 	provID             string
 	done               chan result
+}
+
+// HL7Stats counts what intake stored since it started, for the debug
+// listener and the bench tool's check that every resource a message mapped
+// is accounted for: Mapped = Written + Unchanged + Named.
+type HL7Stats struct {
+	Messages  int64 // accepted and stored (not re-sends answered from the archive)
+	Batches   int64 // transactions that stored them
+	Mapped    int64 // resources the accepted messages mapped to
+	Written   int64 // of those: new versions written
+	Unchanged int64 // of those: identical to the stored version (re-sent content), not rewritten
+	Named     int64 // of those: master data stored already (or by an earlier message of the batch), only named
+}
+
+type hl7Counters struct {
+	messages, batches, mapped, written, unchanged, named atomic.Int64
+}
+
+// Stats returns the counters.
+func (h *HL7) Stats() HL7Stats {
+	c := &h.counters
+	return HL7Stats{Messages: c.messages.Load(), Batches: c.batches.Load(), Mapped: c.mapped.Load(),
+		Written: c.written.Load(), Unchanged: c.unchanged.Load(), Named: c.named.Load()}
 }
 
 // committer is the queue of one tenant's messages waiting for a batch.
@@ -115,10 +139,12 @@ func (h *HL7) storeBatch(tenant string, jobs []*hl7Job) (deferred []*hl7Job) {
 	defer cancel()
 	results := make([]result, len(jobs))
 	answered := make([]bool, len(jobs))
+	var tally batchTally
 	err := h.svc.inTx(ctx, tenant, func(tx *store.Tx) error {
 		clear(answered)
 		deferred = deferred[:0]
-		return h.writeBatch(ctx, tx, jobs, results, answered, &deferred)
+		tally = batchTally{}
+		return h.writeBatch(ctx, tx, jobs, results, answered, &deferred, &tally)
 	})
 	if err != nil {
 		if len(jobs) > 1 {
@@ -139,6 +165,15 @@ func (h *HL7) storeBatch(tenant string, jobs []*hl7Job) (deferred []*hl7Job) {
 		}
 		return nil
 	}
+	if tally.messages > 0 {
+		c := &h.counters
+		c.batches.Add(1)
+		c.messages.Add(tally.messages)
+		c.mapped.Add(tally.mapped)
+		c.written.Add(tally.written)
+		c.unchanged.Add(tally.unchanged)
+		c.named.Add(tally.named)
+	}
 	for i, j := range jobs {
 		if answered[i] {
 			j.done <- results[i]
@@ -152,7 +187,7 @@ func (h *HL7) storeBatch(tenant string, jobs []*hl7Job) (deferred []*hl7Job) {
 
 // writeBatch is the body of a batch's transaction. It may run more than
 // once (a lost race with a concurrent writer); it starts over each time.
-func (h *HL7) writeBatch(ctx context.Context, tx *store.Tx, jobs []*hl7Job, results []result, answered []bool, deferred *[]*hl7Job) error {
+func (h *HL7) writeBatch(ctx context.Context, tx *store.Tx, jobs []*hl7Job, results []result, answered []bool, deferred *[]*hl7Job, tally *batchTally) error {
 	answer := func(i int, r result) { results[i], answered[i] = r, true }
 
 	// Re-sends of accepted messages (a retry after a lost ACK) get the
@@ -224,7 +259,7 @@ func (h *HL7) writeBatch(ctx context.Context, tx *store.Tx, jobs []*hl7Job, resu
 			answer(i, result{ack: j.reply("AE", invalid), code: "AE", sender: j.sender, controlID: j.cid, reason: describe(invalid)})
 			continue
 		}
-		if err := h.writeJob(ctx, tx, j, written); err != nil {
+		if err := h.writeJob(ctx, tx, j, written, tally); err != nil {
 			return err
 		}
 		answer(i, result{ack: j.ack, code: "AA", sender: j.sender, controlID: j.cid})
@@ -238,7 +273,9 @@ func (h *HL7) writeBatch(ctx context.Context, tx *store.Tx, jobs []*hl7Job, resu
 // created — not the doctors and wards it merely names that exist already,
 // which it neither generated nor updated (and which would make every
 // Provenance list dozens of them).
-func (h *HL7) writeJob(ctx context.Context, tx *store.Tx, j *hl7Job, written map[store.Key]store.Version) error {
+func (h *HL7) writeJob(ctx context.Context, tx *store.Tx, j *hl7Job, written map[store.Key]store.Version, tally *batchTally) error {
+	tally.messages++
+	tally.mapped += int64(len(j.out.Resources))
 	targets := make([]string, 0, len(j.out.Resources))
 	var named []string // existing master data the message names
 	for i, r := range j.out.Resources {
@@ -246,6 +283,7 @@ func (h *HL7) writeJob(ctx context.Context, tx *store.Tx, j *hl7Job, written map
 		if masterData[r.Type] {
 			if v, ok := written[k]; ok {
 				named = append(named, fmt.Sprintf("%s/%s/_history/%d", v.Type, v.ID, v.Version))
+				tally.named++
 				continue
 			}
 		}
@@ -253,6 +291,11 @@ func (h *HL7) writeJob(ctx context.Context, tx *store.Tx, j *hl7Job, written map
 			IfAbsent: masterData[r.Type]})
 		if err != nil {
 			return err
+		}
+		if v.LastUpdated.Equal(tx.Now()) {
+			tally.written++
+		} else {
+			tally.unchanged++
 		}
 		written[k] = v
 		targets = append(targets, fmt.Sprintf("%s/%s/_history/%d", v.Type, v.ID, v.Version))
@@ -273,6 +316,10 @@ func (h *HL7) writeJob(ctx context.Context, tx *store.Tx, j *hl7Job, written map
 	return tx.RecordHL7(ctx, store.HL7Record{Sender: j.sender, ControlID: j.cid, ReceivedAt: j.now, MessageType: j.mtype,
 		MappingVersion: j.out.Version, Resources: len(j.out.Resources), ProvenanceID: j.provID, ACK: j.stored, Raw: j.raw})
 }
+
+// batchTally counts one batch attempt's work; it is added to the
+// counters when the batch commits.
+type batchTally struct{ messages, mapped, written, unchanged, named int64 }
 
 // conflicts reports whether the job writes a resource (other than master
 // data, which is only created, never rewritten) that an earlier job of the

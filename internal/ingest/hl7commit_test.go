@@ -204,6 +204,21 @@ func TestGroupCommitUnderConcurrency(t *testing.T) {
 	if patients != 6 {
 		t.Errorf("%d Patients, want 6", patients)
 	}
+	stats := h.Stats()
+	if stats.Messages != n || stats.Batches < 1 || stats.Batches > n {
+		t.Errorf("stats: %d messages in %d batches, want %d messages", stats.Messages, stats.Batches, n)
+	}
+	if stats.Mapped == 0 || stats.Mapped != stats.Written+stats.Unchanged+stats.Named {
+		t.Errorf("stats: %d resources mapped, %d written + %d unchanged + %d named", stats.Mapped, stats.Written, stats.Unchanged, stats.Named)
+	}
+	var stored int
+	if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM resources WHERE tenant = $1 AND type <> 'Provenance')
+		+ (SELECT count(*) FROM resource_history WHERE tenant = $1 AND type <> 'Provenance')`, tenant).Scan(&stored); err != nil {
+		t.Fatal(err)
+	}
+	if int64(stored) != stats.Written {
+		t.Errorf("%d versions stored, the counters say %d written", stored, stats.Written)
+	}
 	// Each patient alternates between two names in an unknown order: at
 	// least 2 versions each, at most one per message about it.
 	if versions < 12 || versions > n {
