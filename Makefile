@@ -70,7 +70,7 @@ fuzz:
 		dir=$$(dirname "$$f"); \
 		for fn in $$(grep -oE '^func Fuzz[A-Za-z0-9_]*' "$$f" | cut -d' ' -f2); do \
 			echo "fuzz: $$dir $$fn ($(FUZZ_TIME))"; \
-			$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZ_TIME) "$$dir"; \
+			$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZ_TIME) -fuzzminimizetime 5s "$$dir"; \
 		done; \
 	done
 
