@@ -15,6 +15,7 @@ import (
 	"github.com/goccy/go-yaml/ast"
 	"github.com/goccy/go-yaml/parser"
 
+	"github.com/fhirgate/fhirgate/internal/hl7v2"
 	"github.com/fhirgate/fhirgate/internal/spec"
 )
 
@@ -68,6 +69,9 @@ type fieldSpec struct {
 	Skip     bool           `yaml:"skip"`
 	Set      map[string]any `yaml:"set"`
 	Ext      []string       `yaml:"ext"`
+	Merge    bool           `yaml:"merge"`
+	Adjacent bool           `yaml:"adjacent"` // read the segments of from's kind right after this one
+	Value    any            `yaml:"value"`    // with from: this constant whenever the field is sent
 }
 
 type codemapFile struct {
@@ -82,6 +86,7 @@ type codemapSpec struct {
 	Map     map[string]string `yaml:"map"`
 	Display map[string]string `yaml:"display"`
 	Default string            `yaml:"default"`
+	Partial bool              `yaml:"partial"` // a code not in map gives no value, silently: a later rule decides
 }
 
 type conceptSpec struct {
@@ -183,6 +188,8 @@ type fieldRule struct {
 	skip     bool // a required value missing drops the resource with a warning instead of failing the message
 	set      map[string]any
 	ext      []string // urls of the extension items made on the way, outermost first
+	merge    bool     // reuse the outer extension item with the same url
+	adjacent bool     // from names the run of segments right after this one
 }
 
 // segPath is a compiled "PID-3(2).4.1"; zero rep/comp/sub mean "all
@@ -274,6 +281,17 @@ func resolveTarget(resource, path string) (*target, error) {
 			t.steps = append(t.steps, st)
 			break
 		}
+		if base, ok := strings.CutPrefix(part, "_"); ok && i+1 < len(parts) {
+			// A single primitive's own extensions (_birthDate.extension).
+			m, ok := s.Member(base)
+			el, elOK := spec.StructOf("Element")
+			if !ok || !m.Primitive || m.Element.IsArray() || m.Element.Choice || !elOK {
+				return nil, fmt.Errorf("unknown target element %s.%s", resource, path)
+			}
+			t.steps = append(t.steps, step{name: part, types: []string{"Element"}})
+			s = el
+			continue
+		}
 		m, ok := s.Member(part)
 		if !ok || part == "resourceType" || part == "id" {
 			return nil, fmt.Errorf("unknown target element %s.%s", resource, path)
@@ -297,6 +315,7 @@ type codeMap struct {
 	m       map[string]string
 	display map[string]string
 	def     string
+	partial bool
 }
 
 type conceptRule struct {
@@ -353,7 +372,7 @@ func Load(dir string) (*Engine, error) {
 			if len(c.Map) == 0 {
 				return nil, doc.errf("$.codemaps."+name+".map", "code map %q: empty map", name)
 			}
-			e.codemaps[name] = &codeMap{name: name, system: c.System, m: c.Map, display: c.Display, def: c.Default}
+			e.codemaps[name] = &codeMap{name: name, system: c.System, m: c.Map, display: c.Display, def: c.Default, partial: c.Partial}
 		}
 		for name, rules := range cf.Conceptmaps {
 			if _, dup := concepts[name]; dup {
@@ -614,7 +633,7 @@ func compileKeys(doc *yamlDoc, at string, keys []string) ([]idKey, error) {
 }
 
 func (e *Engine) compileField(doc *yamlDoc, at, resource string, fs *fieldSpec) (*fieldRule, error) {
-	r := &fieldRule{required: fs.Required, join: fs.Join, fallback: fs.Fallback, skip: fs.Skip, set: fs.Set, table: fs.Table, ext: fs.Ext}
+	r := &fieldRule{required: fs.Required, join: fs.Join, fallback: fs.Fallback, skip: fs.Skip, set: fs.Set, table: fs.Table, ext: fs.Ext, merge: fs.Merge, adjacent: fs.Adjacent}
 	t, err := resolveTarget(resource, fs.To)
 	if err != nil {
 		return nil, doc.errf(at+".to", "%s", err)
@@ -657,6 +676,17 @@ func (e *Engine) compileField(doc *yamlDoc, at, resource string, fs *fieldSpec) 
 		return nil, doc.errf(at+".from", "%s", err)
 	}
 	r.from, r.hasFrom = p, true
+	if fs.Value != nil {
+		if fs.Type != "" || fs.Map != "" || fs.Table != "" {
+			return nil, doc.errf(at+".value", "value excludes type, map and table")
+		}
+		if len(t.last().types) > 1 {
+			return nil, doc.errf(at+".to", "value cannot target a choice element; name the type (e.g. valueString)")
+		}
+		v := fs.Value
+		r.conv = &converter{fn: func(c *cv, _ *hl7v2.Rep) (string, any) { return c.types[0], v }}
+		return r, nil
+	}
 	c, ok := converters[fs.Type]
 	if !ok {
 		return nil, doc.errf(at+".type", "unknown datatype converter %q", fs.Type)
@@ -699,6 +729,11 @@ func checkSet(resource string, t *target, set map[string]any) error {
 	parent := resource
 	if len(t.steps) > 1 {
 		parent = resource + "." + t.path[:strings.LastIndexByte(t.path, '.')]
+	}
+	// On an array of a complex type the siblings go into the item made
+	// (an identifier's type beside its value): see put.
+	if l := t.last(); l.array && !l.choice && !spec.IsPrimitive(l.types[0]) {
+		parent = resource + "." + t.path
 	}
 	for k := range set {
 		if _, err := resolveTarget(resource, strings.TrimPrefix(parent+"."+k, resource+".")); err != nil {

@@ -71,7 +71,9 @@ func init() {
 	converters = map[string]*converter{
 		"ST": text, "TX": text, "FT": text, "TEXT": text,
 		"TS": ts, "DTM": ts, "DT": ts,
-		"CWE": cwe, "CE": cwe, "CNE": cwe,
+		"TSTIME": {targets: set("dateTime", "instant"), fn: convTSTime},
+		"DLN":    {targets: set("Identifier"), fn: convDLN},
+		"CWE":    cwe, "CE": cwe, "CNE": cwe,
 		"ID": id, "IS": id,
 		"NM":   num,
 		"SN":   {targets: set("Quantity", "Range", "Ratio", "string"), fn: convSN},
@@ -188,6 +190,9 @@ func mapCode(c *cv, t, code string) (string, any) {
 	cm := c.rule.codemap
 	v, ok := cm.m[code]
 	if !ok {
+		if cm.partial {
+			return "", nil
+		}
 		if cm.def == "" {
 			c.problem("103", "value not found in code map "+cm.name)
 			return "", nil
@@ -339,13 +344,32 @@ func convCWE(c *cv, r *hl7v2.Rep) (string, any) {
 		return t, s
 	}
 	var codings []any
-	for _, at := range [...]int{1, 4, 10} {
+	// Each triplet has its coding system version: CWE-7, CWE-8, CWE-13.
+	for i, at := range [...]int{1, 4, 10} {
 		code, display, sys := comp(r, at), comp(r, at+1), comp(r, at+2)
 		if code == "" && display == "" {
 			continue
 		}
 		coding := map[string]any{}
+		if cm := c.rule.codemap; cm != nil && code != "" {
+			// A value map turns each triplet's code into the target
+			// system's (table 0296 eng → BCP 47 en); a code it does not
+			// know is kept as sent.
+			if v, ok := cm.m[code]; ok && cm.system != "" {
+				code, sys = v, ""
+				coding["system"] = cm.system
+				if d := cm.display[v]; d != "" {
+					display = d
+				}
+			}
+		}
+		if v := comp(r, [...]int{7, 8, 13}[i]); v != "" {
+			coding["version"] = v
+		}
 		uri := c.mc.systemURI(sys)
+		if _, ok := coding["system"]; ok {
+			uri = coding["system"].(string)
+		}
 		if uri == "" && c.rule.table != "" && at == 1 {
 			uri = v2SystemPrefix + c.rule.table
 			if display == "" {
@@ -524,17 +548,16 @@ func convCQ(c *cv, r *hl7v2.Rep) (string, any) {
 	return t, q
 }
 
+// unitQuantity sets a Quantity's unit and, when the units name their
+// coding system, its code and system (qty-3: a code needs a system).
 func unitQuantity(q map[string]any, code, text, system string) {
 	if text != "" {
 		q["unit"] = text
 	} else if code != "" {
 		q["unit"] = code
 	}
-	if code != "" && validCode(code) {
-		q["code"] = code
-		if strings.EqualFold(system, "UCUM") {
-			q["system"] = "http://unitsofmeasure.org"
-		}
+	if code != "" && validCode(code) && strings.EqualFold(system, "UCUM") {
+		q["code"], q["system"] = code, "http://unitsofmeasure.org"
 	}
 }
 
@@ -711,6 +734,15 @@ func convTS(c *cv, r *hl7v2.Rep) (string, any) {
 	return typ, v
 }
 
+// convTSTime is TS for a value that only matters with its time of day
+// (the patient-birthTime extension): a bare date maps to nothing.
+func convTSTime(c *cv, r *hl7v2.Rep) (string, any) {
+	if t, ok := parseTS(comp(r, 1)); ok && t.prec <= 8 {
+		return "", nil
+	}
+	return convTS(c, r)
+}
+
 func convDR(c *cv, r *hl7v2.Rep) (string, any) {
 	p := map[string]any{}
 	for i, k := range [...]string{"start", "end"} {
@@ -742,6 +774,35 @@ func (c *cv) period(r *hl7v2.Rep, start, end int) map[string]any {
 		return nil
 	}
 	return p
+}
+
+// subPeriod reads a DR component (start & end subcomponents) as a Period.
+func (c *cv) subPeriod(r *hl7v2.Rep, i int) map[string]any {
+	p := map[string]any{}
+	for k, j := range map[string]int{"start": 1, "end": 2} {
+		if t, ok := parseTS(sub(r, i, j)); ok {
+			p[k], _ = t.render("dateTime", c.mc.prof.loc)
+		}
+	}
+	if len(p) == 0 {
+		return nil
+	}
+	return p
+}
+
+// convDLN maps a driver's license (DLN: number, issuing authority,
+// expiration date) to an Identifier of type DL.
+func convDLN(c *cv, r *hl7v2.Rep) (string, any) {
+	v := comp(r, 1)
+	if v == "" {
+		return "", nil
+	}
+	id := map[string]any{"value": v, "type": map[string]any{"coding": []any{map[string]any{"system": v2SystemPrefix + "0203", "code": "DL", "display": "Driver's license number"}}}}
+	if t, ok := parseTS(comp(r, 3)); ok {
+		end, _ := t.render("date", c.mc.prof.loc)
+		id["period"] = map[string]any{"end": end}
+	}
+	return "Identifier", id
 }
 
 func convBool(c *cv, r *hl7v2.Rep) (string, any) {
@@ -887,6 +948,8 @@ func convXAD(c *cv, r *hl7v2.Rep) (string, any) {
 	}
 	if p := c.period(r, 13, 14); p != nil {
 		a["period"] = p
+	} else if p := c.subPeriod(r, 12); p != nil { // XAD-12, the validity range before v2.5
+		a["period"] = p
 	}
 	return "Address", a
 }
@@ -1024,7 +1087,15 @@ func convXTN(c *cv, r *hl7v2.Rep) (string, any) {
 	equip := comp(r, 3)
 	cp := map[string]any{}
 	sys := c.mc.codemapValue("telecom-system", equip)
+	// As the V2-to-FHIR IG's XTN map: an Internet or X.400 address is
+	// XTN-4; a number is XTN-12 (unformatted) before XTN-1, else composed
+	// from XTN-5..8.
 	val := comp(r, 1)
+	if sys != "email" {
+		if u := comp(r, 12); u != "" {
+			val = u
+		}
+	}
 	if email := comp(r, 4); email != "" && (sys == "email" || val == "") {
 		val, sys = email, "email"
 	}
@@ -1053,11 +1124,9 @@ func convXTN(c *cv, r *hl7v2.Rep) (string, any) {
 	}
 	cp["system"] = sys
 	cp["value"] = val
-	// XTN-2 says what the number is for; a cell phone without it is mobile.
+	// XTN-2 says what the number is for (the IG maps use from it alone).
 	if u := c.mc.codemapValue("telecom-use", comp(r, 2)); u != "" {
 		cp["use"] = u
-	} else if equip == "CP" {
-		cp["use"] = "mobile"
 	}
 	if p := c.period(r, 13, 14); p != nil {
 		cp["period"] = p

@@ -2,6 +2,7 @@ package mapping
 
 import (
 	"encoding/json"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -180,7 +181,7 @@ func (e *Engine) Map(m *hl7v2.Message, tenant string) (*Output, error) {
 		for _, in := range list {
 			for _, rr := range in.p.refs {
 				for _, t := range mc.resolve(in, rr.ref, rr.all) {
-					put(in.content, rr.to, "Reference", map[string]any{"reference": t.typ + "/" + t.id}, rr.set, nil, in.p.smap.item)
+					put(in.content, rr.to, "Reference", map[string]any{"reference": t.typ + "/" + t.id}, rr.set, nil, in.p.smap.item, false)
 				}
 			}
 		}
@@ -223,22 +224,13 @@ func (mc *mctx) occOf(s *hl7v2.Segment) int {
 	return mc.occ[s.Index]
 }
 
-// render builds the resource JSON (resourceType and id first, then the
-// members sorted) with appendJSON and parses it; the bytes are compact,
-// valid UTF-8 and free of duplicate names, so the Compact checks of
-// fhir.Parse are skipped. The Resource keeps the bytes, so each render
-// has its own buffer.
+// render makes the instance's resource with fhir.Build: the JSON is
+// written (resourceType and id first, then the members sorted) and the
+// content becomes the Resource's decoded view in the same walk, with no
+// JSON round trip. The instance's content is handed over: render is its
+// last use.
 func render(in *instance) (*fhir.Resource, error) {
-	b := make([]byte, 0, 512)
-	b = append(b, `{"resourceType":`...)
-	b = fhir.AppendString(b, in.typ)
-	b = append(b, `,"id":`...)
-	b = fhir.AppendString(b, in.id)
-	var err error
-	if b, err = appendMembers(b, in.content); err != nil {
-		return nil, err
-	}
-	return fhir.ParseCompacted(append(b, '}'))
+	return fhir.Build(in.typ, in.id, in.content)
 }
 
 // side registers a resource made by a converter (Practitioner,
@@ -387,7 +379,7 @@ func (mc *mctx) fill(in *instance) bool {
 			}
 		}
 		if !r.hasFrom {
-			put(in.content, r.to, r.to.last().types[0], r.constVal, r.set, r.ext, in.p.smap.item)
+			put(in.content, r.to, r.to.last().types[0], r.constVal, r.set, r.ext, in.p.smap.item, r.merge)
 			continue
 		}
 		var reps []*hl7v2.Rep
@@ -405,6 +397,20 @@ func (mc *mctx) fill(in *instance) bool {
 			}
 			if txt := strings.TrimSpace(strings.Join(lines, "\n")); txt != "" {
 				reps = []*hl7v2.Rep{{Comps: []hl7v2.Comp{{Subs: []string{txt}}}}}
+			}
+		} else if r.adjacent {
+			// The run of such segments right after this one (an OBR's or
+			// an OBX's NTE notes), each repetition a value.
+			seg = nil
+			for i := in.seg.Index + 1; i < len(mc.m.Segments); i++ {
+				s := mc.m.Segments[i]
+				if s.Name != r.from.seg {
+					break
+				}
+				if seg == nil {
+					seg = s
+				}
+				reps = append(reps, values(s, r.from)...)
 			}
 		} else {
 			seg = mc.near(in.seg, r.from.seg)
@@ -437,7 +443,7 @@ func (mc *mctx) fill(in *instance) bool {
 			if v == nil {
 				continue
 			}
-			if put(in.content, r.to, typ, v, r.set, r.ext, in.p.smap.item) {
+			if put(in.content, r.to, typ, v, r.set, r.ext, in.p.smap.item, r.merge) {
 				produced++
 			}
 			if single && produced > 0 {
@@ -446,7 +452,10 @@ func (mc *mctx) fill(in *instance) bool {
 		}
 		if produced == 0 && r.required {
 			if r.skip {
-				mc.warns = append(mc.warns, mc.ackErr(c, "101", "W", "required field missing; "+in.typ+" not made"))
+				// The resource exists only when the field does (the
+				// mother by PID-21, the account by PID-18): its absence is
+				// not the sender's mistake, and an ACK warning on every
+				// message without it would bury the warnings that matter.
 				return false
 			}
 			if !hasErrFor(mc.errs, c) {
@@ -482,8 +491,10 @@ func (t *target) repeats() bool {
 // siblings beside the value; ext names the url of each extension item
 // made on the way. item names the top-level array whose last item is
 // reused rather than a new one made (one item per segment). It reports
-// whether v was stored.
-func put(obj map[string]any, t *target, typ string, v any, set map[string]any, ext []string, item string) bool {
+// whether v was stored. merge reuses an extension item already holding
+// the url ext names (one complex extension, e.g. patient-animal, filled
+// by several rules).
+func put(obj map[string]any, t *target, typ string, v any, set map[string]any, ext []string, item string, merge bool) bool {
 	cur := obj
 	n := len(t.steps)
 	for i, st := range t.steps[:n-1] {
@@ -500,11 +511,17 @@ func put(obj map[string]any, t *target, typ string, v any, set map[string]any, e
 			}
 		}
 		if st.array {
+			arr, _ := cur[key].([]any)
+			if merge && st.name == "extension" && len(ext) > 1 {
+				if old := extItem(arr, ext[0]); old != nil {
+					cur, ext = old, ext[1:]
+					continue
+				}
+			}
 			item := map[string]any{}
 			if st.name == "extension" && len(ext) > 0 {
 				item["url"], ext = ext[0], ext[1:]
 			}
-			arr, _ := cur[key].([]any)
 			cur[key] = append(arr, item)
 			cur = item
 			continue
@@ -528,7 +545,37 @@ func put(obj map[string]any, t *target, typ string, v any, set map[string]any, e
 	}
 	if l.array {
 		arr, _ := cur[name].([]any)
+		// The segment's item of a top-level array (payor: its name, then
+		// the reference to its Organization) takes the members it lacks.
+		if n == 1 && name == item && len(arr) > 0 {
+			last, ok1 := arr[len(arr)-1].(map[string]any)
+			m, ok2 := v.(map[string]any)
+			if ok1 && ok2 && disjoint(last, m) {
+				for k, x := range m {
+					last[k] = x
+				}
+				return true
+			}
+		}
+		m, isMap := v.(map[string]any)
+		if isMap {
+			// set names members of the item (checked by Load).
+			for k, sv := range set {
+				if _, has := m[k]; !has {
+					m[k] = sv
+				}
+			}
+		}
+		// The same value twice (ORC-2 and OBR-2 naming one order) is one.
+		for _, x := range arr {
+			if reflect.DeepEqual(x, v) {
+				return false
+			}
+		}
 		cur[name] = append(arr, v)
+		if isMap {
+			return true
+		}
 	} else {
 		if _, ok := cur[name]; ok {
 			return false
@@ -541,6 +588,25 @@ func put(obj map[string]any, t *target, typ string, v any, set map[string]any, e
 		}
 	}
 	return true
+}
+
+func disjoint(a, b map[string]any) bool {
+	for k := range b {
+		if _, ok := a[k]; ok {
+			return false
+		}
+	}
+	return true
+}
+
+// extItem returns the extension item of arr with the given url.
+func extItem(arr []any, url string) map[string]any {
+	for _, x := range arr {
+		if m, ok := x.(map[string]any); ok && m["url"] == url {
+			return m
+		}
+	}
+	return nil
 }
 
 func upperFirst(s string) string {

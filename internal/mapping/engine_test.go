@@ -23,6 +23,22 @@ func mapMsg(t testing.TB, e *Engine, msg string) (*Output, error) {
 	return e.Map(m, "t1")
 }
 
+// mapValid maps msg, failing the test if it is not mapped or any resource
+// it maps to is not valid FHIR R4.
+func mapValid(t testing.TB, e *Engine, msg string) *Output {
+	t.Helper()
+	out, err := mapMsg(t, e, msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range out.Resources {
+		if err := validate.Resource(r); err != nil {
+			t.Errorf("%s invalid: %v", r.Type, err)
+		}
+	}
+	return out
+}
+
 func byType(out *Output, typ string) []map[string]any {
 	var list []map[string]any
 	for _, r := range out.Resources {
@@ -349,21 +365,13 @@ func BenchmarkMapADTA01(b *testing.B) {
 func TestMapIGVocabularyAndRoles(t *testing.T) {
 	t.Parallel()
 	e := loadEngine(t)
-	out, err := mapMsg(t, e, `MSH|^~\&|APP|FAC|RCV|RFAC|20240301101500||ADT^A01^ADT_A01|CTL9|P|2.5.1
+	out := mapValid(t, e, `MSH|^~\&|APP|FAC|RCV|RFAC|20240301101500||ADT^A01^ADT_A01|CTL9|P|2.5.1
 PID|1||12345^^^MRN^MR||Doe^John||19800102|M|||||||ara^Arabic^HL70296|M||ACC1^^^MRN^AN
 ROL|1|AD|PP^Primary Care Provider^HL70443|77^Smith^Ann^^^^^^NPI|||||||||
 NK1|1|Doe^Jane|SPO^Spouse^HL70063|1000&Hospital Lane^Ste. 1^Town^MI^1^USA^BI|555^PRN^CP
 PV1|1|I
 OBX|1|NM|GLU^Glucose^L||5.40|mmol/L|3.9-5.5|H|||F
 `)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, r := range out.Resources {
-		if err := validate.Resource(r); err != nil {
-			t.Errorf("%s invalid: %v", r.Type, err)
-		}
-	}
 	p := byType(out, "Patient")[0]
 	rp := byType(out, "RelatedPerson")[0]
 	tests := []struct {
