@@ -41,7 +41,7 @@ type hl7Template struct {
 
 // identifierFields are the fields whose identifiers build makes unique.
 var identifierFields = map[string][]int{
-	"PID": {2, 3, 4, 18}, "PV1": {19}, "MRG": {1, 2, 3}, "ORC": {2, 3}, "OBR": {2, 3},
+	"PID": {2, 3, 4, 18, 21}, "PV1": {19, 50, 54}, "MRG": {1, 2, 3}, "ORC": {2, 3}, "OBR": {2, 3},
 	"TXA": {12, 14, 15, 16}, "SCH": {1, 2}, "SPM": {2, 3}, "IN1": {2}, "GT1": {2},
 }
 
