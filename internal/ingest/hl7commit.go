@@ -55,6 +55,13 @@ type hl7Job struct {
 	ack, stored        []byte           // the ACK to send (nil: none asked) and the one archived
 	provID             string
 	done               chan result
+	answered           bool // by the committer that holds the job
+}
+
+// answer delivers the job's outcome to the connection waiting for it.
+func (j *hl7Job) answer(r result) {
+	j.answered = true
+	j.done <- r
 }
 
 // HL7Stats counts what intake stored since it started, for the debug
@@ -122,13 +129,34 @@ func (h *HL7) lead(tenant string, c *committer) {
 		c.queue = append(c.queue[:0], c.queue[n:]...)
 		c.mu.Unlock()
 
-		deferred := h.storeBatch(tenant, batch)
+		deferred := h.storeBatchSafely(tenant, batch)
 		if len(deferred) > 0 {
 			c.mu.Lock()
 			c.queue = append(deferred, c.queue...)
 			c.mu.Unlock()
 		}
 	}
+}
+
+// storeBatchSafely is storeBatch for a committer goroutine: a panic (a
+// defect, never input: messages are parsed and mapped before they get
+// here) must not take the gateway down with every connection's messages.
+// The jobs not yet answered get a transient error, so their senders send
+// them again, and the panic is logged without any message content.
+func (h *HL7) storeBatchSafely(tenant string, jobs []*hl7Job) (deferred []*hl7Job) {
+	defer func() {
+		if p := recover(); p != nil {
+			h.log.Error("hl7v2 batch failed with a panic; its messages are answered AE for a retry",
+				"tenant", tenant, "messages", len(jobs), "panic_type", fmt.Sprintf("%T", p))
+			for _, j := range jobs {
+				if !j.answered {
+					j.answer(h.transient(j.msg, j.mode, j.ackID, j.now, fmt.Errorf("ingest: batch panicked")))
+				}
+			}
+			deferred = nil
+		}
+	}()
+	return h.storeBatch(tenant, jobs)
 }
 
 // storeBatch stores the jobs in one transaction and answers each of them,
@@ -159,9 +187,9 @@ func (h *HL7) storeBatch(tenant string, jobs []*hl7Job) (deferred []*hl7Job) {
 		j := jobs[0]
 		// A concurrent copy of the same message may have won the race.
 		if prev, ok, lookupErr := h.store.HL7Ack(ctx, tenant, j.sender, j.cid); lookupErr == nil && ok {
-			j.done <- result{ack: prev, code: "AA", sender: j.sender, controlID: j.cid}
+			j.answer(result{ack: prev, code: "AA", sender: j.sender, controlID: j.cid})
 		} else {
-			j.done <- h.transient(j.msg, j.mode, j.ackID, j.now, err)
+			j.answer(h.transient(j.msg, j.mode, j.ackID, j.now, err))
 		}
 		return nil
 	}
@@ -176,7 +204,7 @@ func (h *HL7) storeBatch(tenant string, jobs []*hl7Job) (deferred []*hl7Job) {
 	}
 	for i, j := range jobs {
 		if answered[i] {
-			j.done <- results[i]
+			j.answer(results[i])
 			if results[i].code == "AA" {
 				h.log.Debug("hl7v2 accepted", "tenant", tenant, "type", j.mtype, "resources", len(j.out.Resources))
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/fhirgate/fhirgate/internal/fhir"
 	"github.com/fhirgate/fhirgate/internal/hl7v2"
 	"github.com/fhirgate/fhirgate/internal/mapping"
+	"github.com/fhirgate/fhirgate/internal/search"
 	"github.com/fhirgate/fhirgate/internal/store"
 	"github.com/fhirgate/fhirgate/internal/validate"
 )
@@ -223,5 +224,43 @@ func TestGroupCommitUnderConcurrency(t *testing.T) {
 	// least 2 versions each, at most one per message about it.
 	if versions < 12 || versions > n {
 		t.Errorf("%d Patient versions in all, want between 12 and %d", versions, n)
+	}
+}
+
+// panicky is a Sealer with a defect: sealing panics.
+type panicky struct{ store.Sealer }
+
+func (panicky) Prepare(context.Context, string) error { return nil }
+func (panicky) Seal(context.Context, string, string, string, []byte, *search.Entries) ([]byte, int, error) {
+	panic("defect")
+}
+
+// TestBatchPanicIsContained: a defect that panics inside a batch answers
+// its messages AE (send again) instead of taking the gateway down.
+func TestBatchPanicIsContained(t *testing.T) {
+	t.Parallel()
+	pool := databasetest.NewPool(t)
+	engine, err := mapping.Load("../../mappings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(pool).WithSealer(panicky{})
+	h := NewHL7(New(st, validate.Resource), st, engine, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	var wg sync.WaitGroup
+	codes := make([]string, 6)
+	acks := make([]string, 6)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := h.process(context.Background(), "panic", adt(fmt.Sprintf("P%d", i), fmt.Sprintf("MRN%d", i), "Doe"), time.Now().UTC())
+			codes[i], acks[i] = r.code, string(r.ack)
+		}()
+	}
+	wg.Wait()
+	for i := range codes {
+		if codes[i] != "" || !strings.Contains(acks[i], "MSA|AE|P") {
+			t.Errorf("message %d: code %q ACK %q, want a transient AE", i, codes[i], acks[i])
+		}
 	}
 }
