@@ -86,42 +86,77 @@ func (h *HL7) Source(raw []byte) (source string, ok bool) {
 // Master-data feeds and the REST API update them.
 var masterData = map[string]bool{"Practitioner": true, "Organization": true, "Location": true, "PractitionerRole": true}
 
-// ackMode is how MSH-15 asks to be acknowledged.
+// ackMode is how a message asks to be acknowledged: original mode, or
+// enhanced mode (MSH-15 and/or MSH-16 valued) with an accept (commit)
+// acknowledgment condition in MSH-15 and an application acknowledgment
+// condition in MSH-16 (table 0155: AL always, NE never, ER on error or
+// reject only, SU on success only).
 type ackMode struct {
-	enhanced bool
-	accept   string // AL, NE, ER, SU (enhanced mode only)
+	enhanced    bool
+	accept, app string
 }
 
 func modeOf(m *hl7v2.Message) ackMode {
-	v := strings.ToUpper(strings.TrimSpace(m.Get("MSH-15")))
-	if v == "" {
+	accept := strings.ToUpper(strings.TrimSpace(m.Get("MSH-15")))
+	app := strings.ToUpper(strings.TrimSpace(m.Get("MSH-16")))
+	if accept == "" && app == "" {
 		return ackMode{}
 	}
-	return ackMode{enhanced: true, accept: v}
+	return ackMode{enhanced: true, accept: accept, app: app}
 }
 
-// code maps an original-mode code (AA, AE, AR) to the mode's code.
-func (a ackMode) code(original string) string {
+// replyCode is the MSA-1 to send on the connection for an outcome given
+// in original-mode terms (AA, AE, AR), or "" to send nothing. Intake
+// stores a message before it answers, so acceptance and application
+// processing end together and one reply is sent: the commit ACK (CA, CE,
+// CR) when MSH-15 asks for one, else the application ACK (AA, AE, AR)
+// when MSH-16 does (a sender that asks only for the application ACK, MSH-15
+// NE and MSH-16 AL, gets it on the same connection). An MSH-15 value
+// outside table 0155 is answered as AL: a reply the sender did not expect
+// is safer than silence it did not ask for.
+func (a ackMode) replyCode(original string) string {
 	if !a.enhanced {
 		return original
 	}
-	return "C" + original[1:]
+	switch a.accept {
+	case "NE", "":
+	case "ER":
+		if original != "AA" {
+			return "C" + original[1:]
+		}
+	case "SU":
+		if original == "AA" {
+			return "C" + original[1:]
+		}
+	default: // AL, or not a table 0155 value
+		return "C" + original[1:]
+	}
+	switch a.app {
+	case "AL":
+		return original
+	case "ER":
+		if original != "AA" {
+			return original
+		}
+	case "SU":
+		if original == "AA" {
+			return original
+		}
+	}
+	return ""
 }
 
-// send reports whether the mode wants an ACK with this code at all.
-func (a ackMode) send(original string) bool {
-	if !a.enhanced {
-		return true
+// archivedCode is the MSA-1 of the ACK archived for an accepted message
+// and replayed to its re-sends: the reply the sender asked for, or, when
+// it asked for none, the mode's positive code (a re-send still gets one).
+func (a ackMode) archivedCode() string {
+	if c := a.replyCode("AA"); c != "" {
+		return c
 	}
-	switch a.accept {
-	case "NE":
-		return false
-	case "ER":
-		return original != "AA"
-	case "SU":
-		return original == "AA"
+	if a.enhanced {
+		return "CA"
 	}
-	return true
+	return "AA"
 }
 
 // Handle processes one message and returns the ACK to send (nil when the
@@ -169,10 +204,11 @@ func (h *HL7) job(ctx context.Context, tenant string, raw []byte, now time.Time)
 	}
 	mode := modeOf(msg)
 	reply := func(original string, errs []hl7v2.AckError) []byte {
-		if !mode.send(original) {
+		code := mode.replyCode(original)
+		if code == "" {
 			return nil
 		}
-		return hl7v2.BuildACK(msg, mode.code(original), errs, ackID, now)
+		return hl7v2.BuildACK(msg, code, errs, ackID, now)
 	}
 	app, fac := msg.Sender()
 	sender := app + "^" + fac
@@ -230,7 +266,7 @@ func (h *HL7) job(ctx context.Context, tenant string, raw []byte, now time.Time)
 	j.ack = reply("AA", out.Warnings)
 	j.stored = j.ack
 	if j.stored == nil { // the sender asked for no ACK; duplicates still get one
-		j.stored = hl7v2.BuildACK(msg, mode.code("AA"), out.Warnings, ackID, now)
+		j.stored = hl7v2.BuildACK(msg, mode.archivedCode(), out.Warnings, ackID, now)
 	}
 	j.provID = mapping.StableID(tenant, "Provenance", "hl7v2", sender, cid)
 	return j, result{}
@@ -255,10 +291,11 @@ func (h *HL7) prepare(j *hl7Job, i int) []hl7v2.AckError {
 func (h *HL7) transient(msg *hl7v2.Message, mode ackMode, ackID string, now time.Time, err error) result {
 	h.log.Error("hl7v2 intake failed", "kind", fhir.KindOf(err).Status(), "error_type", fmt.Sprintf("%T", err))
 	errs := []hl7v2.AckError{{Segment: "MSH", SegmentIndex: 1, Code: "207", Severity: "E", Text: "application internal error; retry later"}}
-	if !mode.send("AE") {
+	code := mode.replyCode("AE")
+	if code == "" {
 		return result{}
 	}
-	return result{ack: hl7v2.BuildACK(msg, mode.code("AE"), errs, ackID, now)}
+	return result{ack: hl7v2.BuildACK(msg, code, errs, ackID, now)}
 }
 
 // ReplayStore is what Replay needs.

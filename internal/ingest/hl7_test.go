@@ -214,6 +214,27 @@ func TestHL7EnhancedMode(t *testing.T) {
 	if n := e.count(t, `SELECT count(*) FROM hl7_messages WHERE control_id = 'E3'`); n != 1 {
 		t.Errorf("a message with MSH-15 NE was not stored")
 	}
+	// MSH-16 asks for the application acknowledgement: sent on the
+	// connection when MSH-15 asks for no commit ACK.
+	for _, tc := range []struct{ cid, modes, mrn, want string }{
+		{"E4", "NE|AL", "MRN9^^^HOSP^MR", "MSA|AA|E4"},
+		{"E5", "|AL", "MRN9^^^HOSP^MR", "MSA|AA|E5"},
+		{"E6", "NE|ER", "", "MSA|AE|E6"},
+		{"E7", "SU|ER", "", "MSA|AE|E7"},               // the commit ACK is for success only; the error gets the application ACK
+		{"E8", "ER|SU", "MRN9^^^HOSP^MR", "MSA|AA|E8"}, // success: no commit ACK asked, the application ACK is
+		{"E9", "XX|NE", "MRN9^^^HOSP^MR", "MSA|CA|E9"}, // not a table 0155 value: answered as AL
+	} {
+		if got := segment(e.send(t, msg(tc.cid, tc.modes, tc.mrn, "Doe", "ADT^A01^ADT_A01")), "MSA"); got != tc.want {
+			t.Errorf("MSH-15|MSH-16 %s: MSA = %q, want %q", tc.modes, got, tc.want)
+		}
+	}
+	if ack := e.intake.Handle(context.Background(), tenant, []byte(msg("E10", "NE|ER", "MRN9^^^HOSP^MR", "Doe", "ADT^A01^ADT_A01"))); ack != nil {
+		t.Errorf("MSH-15 NE, MSH-16 ER on success: got an ACK %q, want none", ack)
+	}
+	// A re-send of E10 (no reply asked) is answered from the archive.
+	if got := segment(e.send(t, msg("E10", "", "MRN9^^^HOSP^MR", "Doe", "ADT^A01^ADT_A01")), "MSA"); got != "MSA|CA|E10" {
+		t.Errorf("re-send of a message that asked for no ACK: MSA = %q, want MSA|CA|E10", got)
+	}
 }
 
 // TestHL7ConcurrentDuplicates sends one message from eight connections at

@@ -370,10 +370,11 @@ func (h *HL7) conflicts(j *hl7Job, written map[store.Key]store.Version) bool {
 // reply is the job's ACK with the given original-mode code, nil when the
 // sender's mode asks for none.
 func (j *hl7Job) reply(original string, errs []hl7v2.AckError) []byte {
-	if !j.mode.send(original) {
+	code := j.mode.replyCode(original)
+	if code == "" {
 		return nil
 	}
-	return hl7v2.BuildACK(j.msg, j.mode.code(original), errs, j.ackID, j.now)
+	return hl7v2.BuildACK(j.msg, code, errs, j.ackID, j.now)
 }
 
 func dedupeKeys(keys []store.Key) []store.Key {
