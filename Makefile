@@ -21,7 +21,7 @@ FUZZ_TIME    ?= 15s
 BENCH_ADDR  ?= 127.0.0.1:18080
 BENCH_FLAGS ?= -resources 250000 -duration 30s
 
-.PHONY: all run build test lint fuzz generate bench bench-security devdb devdb-stop clean vault
+.PHONY: all run build test lint fuzz generate bench bench-security devdb devdb-stop clean vault e2e-mllp
 
 all: lint build
 
@@ -92,6 +92,14 @@ bench: build
 	done; \
 	echo "bench: gateway on $(BENCH_ADDR) (log: .data/bench-serve.log)"; \
 	./bin/fhirgate bench -url http://$(BENCH_ADDR)/fhir -token "$$(./bin/fhirgate token -sub bench -scope 'system/*.cruds')" $(BENCH_FLAGS)
+
+# Send every corpus message to a running gateway's MLLP listener (make run
+# in another terminal) with a third-party client, @medplum/hl7 from npm, and
+# re-send one: prints the ACK codes and whether the re-send got the same ACK.
+MLLP_ADDR ?= 127.0.0.1:2575
+e2e-mllp:
+	cd deploy/e2e/mllp && npm install --no-audit --no-fund --silent && \
+	node send.mjs $(firstword $(subst :, ,$(MLLP_ADDR))) $(lastword $(subst :, ,$(MLLP_ADDR))) $(CURDIR)/../shared/corpus/hl7v2/messages
 
 # Print the dev database URL (starting the private cluster if needed), or
 # stop the private cluster.
