@@ -30,6 +30,7 @@ type mappingFile struct {
 
 type messageSpec struct {
 	Types     []string       `yaml:"types"`
+	Groups    []string       `yaml:"groups"` // segments that open a segment group, outermost level first: ["ORC+OBR"], [ORC, "RXO|RXE"]
 	Resources []producerSpec `yaml:"resources"`
 }
 
@@ -72,6 +73,7 @@ type fieldSpec struct {
 	Merge    bool           `yaml:"merge"`
 	Adjacent bool           `yaml:"adjacent"` // read the segments of from's kind right after this one
 	Value    any            `yaml:"value"`    // with from: this constant whenever the field is sent
+	Unit     string         `yaml:"unit"`     // the field holding the value's units (RXE-5 for RXE-3)
 }
 
 type codemapFile struct {
@@ -133,6 +135,7 @@ type zfieldSpec struct {
 type messageMap struct {
 	key       string
 	producers []*producer
+	groups    map[string]groupLeader // segments that open a group; see (*mctx).near
 }
 
 type producer struct {
@@ -143,6 +146,16 @@ type producer struct {
 	refs     []*refRule
 	index    int
 	into     int // producer whose resource this one's content joins; -1: none
+}
+
+// groupLeader is a segment that opens a segment group at a nesting
+// level (0 outermost). With joins, it joins the open group of its level
+// instead when a segment named joins opened that group and it has none
+// of this name yet (ORC+OBR: an ORC and the OBR after it are one order;
+// OBR+ORC, as OUL sends them, the other way round).
+type groupLeader struct {
+	level int
+	joins string
 }
 
 type refRule struct {
@@ -166,6 +179,8 @@ const (
 	keyField = iota // first non-empty of the paths, raw text
 	keyCX           // identifier system|value of a CX field, MR preferred
 	keyRef          // the id of a resource another producer made (by producer id)
+	keyHD           // the id of the Organization an HD names (as the HD converter makes it)
+	keyXON          // the id of the Organization an XON names (as the XON converter makes it)
 )
 
 type idKey struct {
@@ -190,6 +205,7 @@ type fieldRule struct {
 	ext      []string // urls of the extension items made on the way, outermost first
 	merge    bool     // reuse the outer extension item with the same url
 	adjacent bool     // from names the run of segments right after this one
+	unit     segPath  // the units of the value (NM, MINUTES); seg "" when none
 }
 
 // segPath is a compiled "PID-3(2).4.1"; zero rep/comp/sub mean "all
@@ -486,6 +502,29 @@ func (e *Engine) compileMessage(doc *yamlDoc, at string, ms *messageSpec, segs m
 		return doc.errf(at+".types", "message map without types")
 	}
 	mm := &messageMap{key: ms.Types[0]}
+	for j, g := range ms.Groups {
+		sep, joint := "|", strings.Contains(g, "+")
+		if joint {
+			sep = "+"
+		}
+		prev := ""
+		for _, name := range strings.Split(g, sep) {
+			if !segNameRe.MatchString(name) {
+				return doc.errf(fmt.Sprintf("%s.groups[%d]", at, j), "bad segment name %q", name)
+			}
+			if mm.groups == nil {
+				mm.groups = map[string]groupLeader{}
+			}
+			if _, dup := mm.groups[name]; dup {
+				return doc.errf(fmt.Sprintf("%s.groups[%d]", at, j), "segment %q opens groups at two levels", name)
+			}
+			ld := groupLeader{level: j}
+			if joint {
+				ld.joins, prev = prev, name
+			}
+			mm.groups[name] = ld
+		}
+	}
 	ids := map[string]int{}
 	for i, ps := range ms.Resources {
 		pat := fmt.Sprintf("%s.resources[%d]", at, i)
@@ -525,8 +564,8 @@ func (e *Engine) compileMessage(doc *yamlDoc, at string, ms *messageSpec, segs m
 			if t.smap.resource != p.smap.resource || ms.Resources[idx].Into != "" {
 				return doc.errf(pat+".into", "segment map %q makes a %s; %q is not a resource of that type", ps.Map, p.smap.resource, ps.Into)
 			}
-			if len(ps.Refs) > 0 || ps.Required {
-				return doc.errf(pat+".into", "a resource joined into %q takes no refs and is never required", ps.Into)
+			if ps.Required {
+				return doc.errf(pat+".into", "a resource joined into %q is never required", ps.Into)
 			}
 			p.into = idx
 		}
@@ -611,6 +650,22 @@ func compileKeys(doc *yamlDoc, at string, keys []string) ([]idKey, error) {
 		switch {
 		case strings.HasPrefix(k, "ref:"):
 			out = append(out, idKey{kind: keyRef, ref: strings.TrimPrefix(k, "ref:")})
+		case strings.HasPrefix(k, "hd:"), strings.HasPrefix(k, "xon:"):
+			// The same id as the Organization the converter makes, so
+			// the two are one resource (see Map): the only key there is.
+			name, path, _ := strings.Cut(k, ":")
+			p, err := parsePath(path)
+			if err != nil {
+				return nil, doc.errf(kat, "%s", err)
+			}
+			if len(keys) != 1 {
+				return nil, doc.errf(kat, "%s: is the only identity key when used", name)
+			}
+			kind := keyHD
+			if name == "xon" {
+				kind = keyXON
+			}
+			out = append(out, idKey{kind: kind, paths: []segPath{p}})
 		case strings.HasPrefix(k, "cx:"):
 			p, err := parsePath(strings.TrimPrefix(k, "cx:"))
 			if err != nil {
@@ -676,6 +731,14 @@ func (e *Engine) compileField(doc *yamlDoc, at, resource string, fs *fieldSpec) 
 		return nil, doc.errf(at+".from", "%s", err)
 	}
 	r.from, r.hasFrom = p, true
+	if fs.Unit != "" {
+		if fs.Type != "NM" && fs.Type != "MINUTES" {
+			return nil, doc.errf(at+".unit", "unit needs type NM or MINUTES")
+		}
+		if r.unit, err = parsePath(fs.Unit); err != nil {
+			return nil, doc.errf(at+".unit", "%s", err)
+		}
+	}
 	if fs.Value != nil {
 		if fs.Type != "" || fs.Map != "" || fs.Table != "" {
 			return nil, doc.errf(at+".value", "value excludes type, map and table")

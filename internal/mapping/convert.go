@@ -25,7 +25,8 @@ type cv struct {
 	mc    *mctx
 	seg   *hl7v2.Segment
 	rule  *fieldRule
-	types []string // allowed FHIR types of the target
+	types []string   // allowed FHIR types of the target
+	unit  *hl7v2.Rep // the rule's units field (unit:), nil when none
 	// problem is set by a converter when the value is present but cannot
 	// be mapped: HL7 table 0357 code and a text that never quotes it.
 	problemCode, problemText string
@@ -75,26 +76,33 @@ func init() {
 		"DLN":    {targets: set("Identifier"), fn: convDLN},
 		"CWE":    cwe, "CE": cwe, "CNE": cwe,
 		"ID": id, "IS": id,
-		"NM":   num,
-		"SN":   {targets: set("Quantity", "Range", "Ratio", "string"), fn: convSN},
-		"CQ":   {targets: set("Quantity"), fn: convCQ},
-		"XPN":  {targets: set("HumanName", "string"), codemaps: []string{"name-use"}, fn: convXPN},
-		"XAD":  {targets: set("Address"), codemaps: []string{"address-use", "address-type"}, fn: convXAD},
-		"CX":   {targets: set("Identifier", "string"), fn: convCX},
-		"EI":   {targets: set("Identifier", "string"), fn: convEI},
-		"XTN":  {targets: set("ContactPoint"), codemaps: []string{"telecom-use", "telecom-system"}, fn: convXTN},
-		"XTNH": {targets: set("ContactPoint"), codemaps: []string{"telecom-use", "telecom-system"}, fn: xtnUse("home")},
-		"XTNW": {targets: set("ContactPoint"), codemaps: []string{"telecom-use", "telecom-system"}, fn: xtnUse("work")},
-		"XCN":  {targets: set("Reference", "HumanName"), fn: convXCN},
-		"XON":  {targets: set("Reference", "string"), fn: convXON},
-		"PL":   {targets: set("Reference", "string"), fn: convPL},
-		"DR":   {targets: set("Period"), fn: convDR},
-		"BOOL": {targets: set("boolean"), fn: convBool},
-		"JOIN": {targets: set("string"), fn: convJoin},
-		"RACE": {targets: set("Extension"), fn: convRace},
-		"ETHN": {targets: set("Extension"), fn: convEthnicity},
-		"HD":   {targets: set("Reference", "url", "uri", "BackboneElement"), fn: convHD},
-		"OBX5": {targets: set("Quantity", "CodeableConcept", "string", "Range", "Ratio", "dateTime", "time", "integer", "boolean"), fn: convOBX5},
+		"NM":      num,
+		"SN":      {targets: set("Quantity", "Range", "Ratio", "string"), fn: convSN},
+		"CQ":      {targets: set("Quantity"), fn: convCQ},
+		"XPN":     {targets: set("HumanName", "string"), codemaps: []string{"name-use"}, fn: convXPN},
+		"XAD":     {targets: set("Address"), codemaps: []string{"address-use", "address-type"}, fn: convXAD},
+		"CX":      {targets: set("Identifier", "string"), fn: convCX},
+		"EI":      {targets: set("Identifier", "string"), fn: convEI},
+		"XTN":     {targets: set("ContactPoint"), codemaps: []string{"telecom-use", "telecom-system"}, fn: convXTN},
+		"XTNH":    {targets: set("ContactPoint"), codemaps: []string{"telecom-use", "telecom-system"}, fn: xtnUse("home")},
+		"XTNW":    {targets: set("ContactPoint"), codemaps: []string{"telecom-use", "telecom-system"}, fn: xtnUse("work")},
+		"XCN":     {targets: set("Reference", "HumanName"), fn: convXCN},
+		"XON":     {targets: set("Reference", "string"), fn: convXON},
+		"PL":      {targets: set("Reference", "string"), fn: convPL},
+		"DR":      {targets: set("Period"), fn: convDR},
+		"BOOL":    {targets: set("boolean"), fn: convBool},
+		"JOIN":    {targets: set("string"), fn: convJoin},
+		"RACE":    {targets: set("Extension"), fn: convRace},
+		"ETHN":    {targets: set("Extension"), fn: convEthnicity},
+		"HD":      {targets: set("Reference", "url", "uri", "BackboneElement", "Identifier"), fn: convHD},
+		"RPT":     {targets: set("Timing"), codemaps: []string{"time-unit"}, fn: convRPT},
+		"CQTIME":  {targets: set("Duration", "Quantity", "decimal", "code"), codemaps: []string{"time-unit"}, fn: convCQTime},
+		"CWEREF":  {targets: set("Reference"), fn: convCWERef},
+		"MINUTES": {targets: set("unsignedInt", "positiveInt", "integer"), codemaps: []string{"time-unit"}, fn: convMinutes},
+		"NTE":     {targets: set("Annotation"), fn: convNTE},
+		"MO":      {targets: set("Money"), fn: convMO},
+		"OBX5C":   {targets: set("BackboneElement"), fn: convOBX5Component},
+		"OBX5":    {targets: set("Quantity", "CodeableConcept", "string", "Range", "Ratio", "dateTime", "time", "integer", "boolean"), fn: convOBX5},
 	}
 }
 
@@ -497,7 +505,38 @@ func number(c *cv, s, t string) (string, any) {
 	return t, jsonNumber(d)
 }
 
-func convNM(c *cv, r *hl7v2.Rep) (string, any) { return number(c, comp(r, 1), c.types[0]) }
+func convNM(c *cv, r *hl7v2.Rep) (string, any) {
+	t, v := number(c, comp(r, 1), c.types[0])
+	if q, ok := v.(map[string]any); ok && c.unit != nil {
+		c.unitQuantity(q, comp(c.unit, 1), comp(c.unit, 2), comp(c.unit, 3))
+	}
+	return t, v
+}
+
+// convMinutes maps a duration (NM) in the time units of its unit: field
+// (SCH-9 in SCH-10) to whole minutes; without units it is minutes.
+func convMinutes(c *cv, r *hl7v2.Rep) (string, any) {
+	d, ok := decimal(comp(r, 1))
+	if !ok {
+		if comp(r, 1) != "" {
+			c.problem("102", "not a number")
+		}
+		return "", nil
+	}
+	f := 1.0
+	if c.unit != nil {
+		var known bool
+		if f, known = minutesPer[c.mc.codemapValue("time-unit", comp(c.unit, 1))]; !known {
+			return "", nil
+		}
+	}
+	v, err := strconv.ParseFloat(d, 64)
+	m := v * f
+	if err != nil || m < 0 || m != float64(int(m)) || (c.types[0] == "positiveInt" && m < 1) {
+		return "", nil
+	}
+	return c.types[0], int(m)
+}
 
 func convSN(c *cv, r *hl7v2.Rep) (string, any) {
 	cmp, n1, sep, n2 := comp(r, 1), comp(r, 2), comp(r, 3), comp(r, 4)
@@ -534,6 +573,83 @@ func convSN(c *cv, r *hl7v2.Rep) (string, any) {
 	return "Quantity", q
 }
 
+// convCWERef makes the Location or Organization (as the target's
+// Reference allows) that a coded value names — a discharge location
+// (PV1-37), a cost center (FT1-13) — with the code as its identifier and
+// the text as its name, and references it.
+func convCWERef(c *cv, r *hl7v2.Rep) (string, any) {
+	code, text := comp(r, 1), comp(r, 2)
+	if code == "" && text == "" {
+		return "", nil
+	}
+	typ := ""
+	for _, t := range c.rule.to.last().refTo {
+		if t == "Location" || t == "Organization" {
+			typ = t
+			break
+		}
+	}
+	if typ == "" {
+		return "", nil
+	}
+	res := map[string]any{}
+	if text != "" {
+		res["name"] = text
+	} else {
+		res["name"] = code
+	}
+	key := "name:" + text
+	if code != "" {
+		id := map[string]any{"value": code}
+		if sys := c.mc.identifierSystem(comp(r, 3), "", ""); sys != "" {
+			id["system"] = sys
+		}
+		res["identifier"] = []any{id}
+		key = "code:" + comp(r, 3) + "|" + code
+	}
+	return "Reference", c.mc.side(typ, StableID(c.mc.tenant, typ, c.mc.sender, key), res)
+}
+
+// convNTE maps a note's text (NTE-3, one repetition) to an Annotation
+// with the note's author (NTE-5, a Practitioner) and time (NTE-6), as
+// the IG's NTE map.
+func convNTE(c *cv, r *hl7v2.Rep) (string, any) {
+	tc := *c
+	tc.types = []string{"string"}
+	_, txt := convText(&tc, r)
+	if txt == nil {
+		return "", nil
+	}
+	a := map[string]any{"text": txt}
+	if c.seg != nil && c.seg.Name == "NTE" {
+		if t, ok := parseTS(strings.TrimSpace(c.seg.Get("6"))); ok {
+			a["time"], _ = t.render("dateTime", c.mc.prof.loc)
+		}
+		if f := c.seg.Field(5); f != nil {
+			ac := *c
+			ac.types = []string{"Reference"}
+			if _, ref := convXCN(&ac, f.Rep(1)); ref != nil {
+				a["authorReference"] = ref
+			}
+		}
+	}
+	return "Annotation", a
+}
+
+// convMO maps money (MO: quantity, ISO 4217 denomination; CP-1 read as
+// a component path) to Money.
+func convMO(c *cv, r *hl7v2.Rep) (string, any) {
+	_, v := number(c, comp(r, 1), "decimal")
+	if v == nil {
+		return "", nil
+	}
+	m := map[string]any{"value": v}
+	if cur := strings.ToUpper(comp(r, 2)); len(cur) == 3 && validCode(cur) {
+		m["currency"] = cur
+	}
+	return "Money", m
+}
+
 func convCQ(c *cv, r *hl7v2.Rep) (string, any) {
 	d := comp(r, 1)
 	if d == "" {
@@ -544,27 +660,84 @@ func convCQ(c *cv, r *hl7v2.Rep) (string, any) {
 		return "", nil
 	}
 	q := v.(map[string]any)
-	unitQuantity(q, sub(r, 2, 1), sub(r, 2, 2), sub(r, 2, 3))
+	c.unitQuantity(q, sub(r, 2, 1), sub(r, 2, 2), sub(r, 2, 3))
 	return t, q
 }
 
-// unitQuantity sets a Quantity's unit and, when the units name their
-// coding system, its code and system (qty-3: a code needs a system).
-func unitQuantity(q map[string]any, code, text, system string) {
+// unitQuantity sets a Quantity's unit and, when the units name a known
+// coding system (UCUM, SNOMED CT, ...), its code and system (qty-3: a
+// code needs a system).
+func (c *cv) unitQuantity(q map[string]any, code, text, system string) {
 	if text != "" {
 		q["unit"] = text
 	} else if code != "" {
 		q["unit"] = code
 	}
-	if code != "" && validCode(code) && strings.EqualFold(system, "UCUM") {
-		q["code"], q["system"] = code, "http://unitsofmeasure.org"
+	if code == "" || !validCode(code) {
+		return
 	}
+	if strings.EqualFold(system, "UCUM") {
+		q["code"], q["system"] = code, ucumSystem
+	} else if uri := c.mc.systemURI(system); uri != "" {
+		q["code"], q["system"] = code, uri
+	}
+}
+
+// obx5Types are the types an OBX-5 value takes (Observation.value[x]
+// and Observation.component.value[x] alike).
+var obx5Types = []string{"Quantity", "CodeableConcept", "string", "Range", "Ratio", "dateTime", "time", "integer", "boolean"}
+
+// repeated reports whether field f of s has more than one non-empty
+// repetition.
+func repeated(s *hl7v2.Segment, f int) bool {
+	fl := s.Field(f)
+	if fl == nil {
+		return false
+	}
+	n := 0
+	for i := range fl.Reps {
+		if !empty(&fl.Reps[i]) {
+			n++
+		}
+	}
+	return n > 1
+}
+
+// convOBX5Component maps each repetition of a repeated OBX-5 to an
+// Observation.component, as the IG's OBX[Observation-Component] map:
+// OBX-3 its code, the repetition its value (by OBX-2, as OBX5), OBX-7
+// its reference range. A single OBX-5 is the Observation's own value.
+func convOBX5Component(c *cv, r *hl7v2.Rep) (string, any) {
+	if !repeated(c.seg, 5) || empty(r) {
+		return "", nil
+	}
+	vc := *c
+	vc.types = obx5Types
+	typ, v := convOBX5(&vc, r)
+	c.problemCode, c.problemText = vc.problemCode, vc.problemText
+	if v == nil {
+		return "", nil
+	}
+	cc := *c
+	cc.types = []string{"CodeableConcept"}
+	_, code := convCWE(&cc, c.seg.Field(3).Rep(1))
+	if code == nil {
+		return "", nil
+	}
+	comp := map[string]any{"code": code, "value" + upperFirst(typ): v}
+	if rr := strings.TrimSpace(c.seg.Get("7")); rr != "" {
+		comp["referenceRange"] = []any{map[string]any{"text": rr}}
+	}
+	return "BackboneElement", comp
 }
 
 func convOBX5(c *cv, r *hl7v2.Rep) (string, any) {
 	vt := strings.TrimSpace(c.seg.Get("2"))
 	if empty(r) {
 		return "", nil
+	}
+	if c.rule.to.steps[0].name == "value" && repeated(c.seg, 5) {
+		return "", nil // components (OBX5C)
 	}
 	orig := c.types
 	defer func() { c.types = orig }()
@@ -574,7 +747,7 @@ func convOBX5(c *cv, r *hl7v2.Rep) (string, any) {
 		t, v := number(c, comp(r, 1), "Quantity")
 		if v != nil {
 			u := c.seg.Field(6).Rep(1)
-			unitQuantity(v.(map[string]any), comp(u, 1), comp(u, 2), comp(u, 3))
+			c.unitQuantity(v.(map[string]any), comp(u, 1), comp(u, 2), comp(u, 3))
 		}
 		return t, v
 	case "SN":
@@ -582,7 +755,7 @@ func convOBX5(c *cv, r *hl7v2.Rep) (string, any) {
 		t, v := convSN(c, r)
 		if q, ok := v.(map[string]any); ok && t == "Quantity" {
 			u := c.seg.Field(6).Rep(1)
-			unitQuantity(q, comp(u, 1), comp(u, 2), comp(u, 3))
+			c.unitQuantity(q, comp(u, 1), comp(u, 2), comp(u, 3))
 		}
 		return t, v
 	case "CE", "CWE", "CNE", "CF":
@@ -1036,10 +1209,7 @@ func (c *cv) hdOrganization(ns, uid, uidType string) map[string]any {
 	if ns == "" || uid == "" {
 		return nil
 	}
-	first := map[string]any{"value": ns}
-	if sys := c.mc.identifierSystem(ns, "", ""); sys != "" {
-		first["system"] = sys
-	}
+	first := c.hdIdentifier(ns, uid, uidType)
 	second := map[string]any{"value": uid}
 	if isOID(uid) && (uidType == "ISO" || uidType == "") {
 		second["value"], second["system"] = "urn:oid:"+uid, "urn:ietf:rfc:3986"
@@ -1053,8 +1223,40 @@ func (c *cv) hdOrganization(ns, uid, uidType string) map[string]any {
 		}
 		second["type"] = map[string]any{"coding": []any{coding}}
 	}
-	id := StableID(c.mc.tenant, "Organization", "authority", ns, uid, uidType)
-	return c.mc.side("Organization", id, map[string]any{"identifier": []any{first, second}})
+	return c.mc.side("Organization", c.mc.hdOrgID(ns, uid, uidType), map[string]any{"identifier": []any{first, second}})
+}
+
+// hdOrgID is the id of the Organization an HD names (hdOrg): scoped by
+// the tenant only, as the authority names it wherever it is sent.
+func (mc *mctx) hdOrgID(ns, uid, ut string) string {
+	return StableID(mc.tenant, "Organization", "authority", ns, uid, ut)
+}
+
+// hdIdentifier is the first identifier of the Organization an HD names:
+// its namespace (with the authority's system), or, named by one part
+// only, that part (a URI as such).
+func (c *cv) hdIdentifier(ns, uid, ut string) map[string]any {
+	if ns != "" && uid != "" {
+		first := map[string]any{"value": ns}
+		if sys := c.mc.identifierSystem(ns, "", ""); sys != "" {
+			first["system"] = sys
+		}
+		return first
+	}
+	v := ns
+	if v == "" {
+		v = uid
+	}
+	if v == "" {
+		return nil
+	}
+	ident := map[string]any{"value": v}
+	if u := hdURI(uid, ut); u != "" {
+		ident["value"], ident["system"] = u, "urn:ietf:rfc:3986"
+	} else if sys := c.mc.identifierSystem(ns, "", ""); sys != "" {
+		ident["system"] = sys
+	}
+	return ident
 }
 
 func convCX(c *cv, r *hl7v2.Rep) (string, any) {
@@ -1242,24 +1444,38 @@ func convXON(c *cv, r *hl7v2.Rep) (string, any) {
 	if name != "" {
 		o["name"] = name
 	}
-	var id string
 	if idv != "" {
 		ident := map[string]any{"value": idv}
-		sys := c.mc.identifierSystem(sub(r, 6, 1), sub(r, 6, 2), sub(r, 6, 3))
-		if sys != "" {
+		if sys := c.mc.identifierSystem(sub(r, 6, 1), sub(r, 6, 2), sub(r, 6, 3)); sys != "" {
 			ident["system"] = sys
-			id = StableID(c.mc.tenant, "Organization", sys, idv)
-		} else {
-			id = StableID(c.mc.tenant, "Organization", c.mc.sender, idv)
 		}
 		if t := comp(r, 7); t != "" && validCode(t) {
 			ident["type"] = map[string]any{"coding": []any{map[string]any{"system": v2SystemPrefix + "0203", "code": t}}}
 		}
 		o["identifier"] = []any{ident}
-	} else {
-		id = StableID(c.mc.tenant, "Organization", c.mc.sender, "name", name)
 	}
-	return "Reference", c.mc.side("Organization", id, o)
+	return "Reference", c.mc.side("Organization", c.mc.xonOrgID(r), o)
+}
+
+// xonOrgID is the id of the Organization an XON names (convXON): its
+// identifier (XON-10, else XON-3) in the authority's system, else in the
+// sender's scope; without one, its name in the sender's scope. "" when
+// the XON names nothing.
+func (mc *mctx) xonOrgID(r *hl7v2.Rep) string {
+	name, idv := comp(r, 1), comp(r, 10)
+	if idv == "" {
+		idv = comp(r, 3)
+	}
+	switch {
+	case idv != "":
+		if sys := mc.identifierSystem(sub(r, 6, 1), sub(r, 6, 2), sub(r, 6, 3)); sys != "" {
+			return StableID(mc.tenant, "Organization", sys, idv)
+		}
+		return StableID(mc.tenant, "Organization", mc.sender, idv)
+	case name != "":
+		return StableID(mc.tenant, "Organization", mc.sender, "name", name)
+	}
+	return ""
 }
 
 // plLevels are the PL components that name a place, from the most to
@@ -1343,6 +1559,11 @@ func convHD(c *cv, r *hl7v2.Rep) (string, any) {
 		return "", nil
 	}
 	switch t := c.types[0]; t {
+	case "Identifier": // the facility's own identifier, as on the Organization hdOrg makes
+		if id := c.hdIdentifier(ns, uid, ut); id != nil {
+			return t, id
+		}
+		return "", nil
 	case "url", "uri":
 		if u := hdURI(uid, ut); u != "" {
 			return t, u
@@ -1388,21 +1609,11 @@ func (c *cv) hdOrg(ns, uid, ut string) map[string]any {
 	if ns != "" && uid != "" {
 		return c.hdOrganization(ns, uid, ut)
 	}
-	v := ns
-	if v == "" {
-		v = uid
-	}
-	if v == "" {
+	ident := c.hdIdentifier(ns, uid, ut)
+	if ident == nil {
 		return nil
 	}
-	ident := map[string]any{"value": v}
-	if u := hdURI(uid, ut); u != "" {
-		ident["value"], ident["system"] = u, "urn:ietf:rfc:3986"
-	} else if sys := c.mc.identifierSystem(ns, "", ""); sys != "" {
-		ident["system"] = sys
-	}
-	id := StableID(c.mc.tenant, "Organization", "authority", ns, uid, ut)
-	return c.mc.side("Organization", id, map[string]any{"identifier": []any{ident}})
+	return c.mc.side("Organization", c.mc.hdOrgID(ns, uid, ut), map[string]any{"identifier": []any{ident}})
 }
 
 // joinValues joins every non-empty value of a repetition, components and

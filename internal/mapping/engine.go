@@ -97,7 +97,18 @@ type mctx struct {
 	sideIdx map[string]*instance
 	errs    []hl7v2.AckError
 	warns   []hl7v2.AckError
-	occ     []int // occurrence (1-based) of each segment by message index
+	occ     []int      // occurrence (1-based) of each segment by message index
+	grp     []int      // innermost segment group of each segment by message index (-1: none); nil without groups
+	groups  []segGroup // the message's segment groups, by number
+}
+
+// segGroup is one segment group of a message: its leading segment opens
+// it at index start; it ends before end, where a leader of its level or
+// an outer one opens the next. parent is the group it nests in, -1: none.
+type segGroup struct {
+	parent, start, end int
+	level              int
+	names              []string // its leaders' names (joint leaders)
 }
 
 type instance struct {
@@ -146,6 +157,7 @@ func (e *Engine) Map(m *hl7v2.Message, tenant string) (*Output, error) {
 		seen[s.Name]++
 		mc.occ[i] = seen[s.Name]
 	}
+	mc.grp, mc.groups = groupsOf(m.Segments, mm.groups)
 
 	// Phase 1: one instance per segment of each producer, fields filled.
 	mc.insts = make([][]*instance, len(mm.producers))
@@ -164,13 +176,12 @@ func (e *Engine) Map(m *hl7v2.Message, tenant string) (*Output, error) {
 	if len(mc.errs) > 0 {
 		return nil, &MapError{Errs: mc.errs}
 	}
-	mc.join()
 	// Phase 2: ids, in producer order (identity refs point backwards).
 	used := map[string]bool{}
 	for _, list := range mc.insts {
 		for _, in := range list {
 			in.id = mc.identity(in)
-			if used[in.typ+"/"+in.id] { // two segments with the same business key
+			if used[in.typ+"/"+in.id] && !in.p.smap.converterKeyed() { // two segments with the same business key
 				in.id = mc.messageID(in)
 			}
 			used[in.typ+"/"+in.id] = true
@@ -186,12 +197,31 @@ func (e *Engine) Map(m *hl7v2.Message, tenant string) (*Output, error) {
 			}
 		}
 	}
+	// Joined content (into) moves with its references (a DG1's
+	// Encounter.diagnosis names the DG1's Condition).
+	mc.join()
 	mc.zsegments()
 
 	out := &Output{Profile: mc.prof.name, Version: e.version, Warnings: mc.warns}
 	all := make([]*instance, 0, 8)
 	for _, list := range mc.insts {
 		all = append(all, list...)
+	}
+	// A resource a producer makes with the id of one a converter made
+	// (an Organization keyed hd: or xon:) is one resource: the
+	// producer's content takes what the converter's adds.
+	byKey := make(map[string]*instance, len(all))
+	for _, in := range all {
+		if first, ok := byKey[in.typ+"/"+in.id]; ok {
+			mergeContent(first.content, in.content) // converter-keyed: one resource
+			continue
+		}
+		byKey[in.typ+"/"+in.id] = in
+	}
+	for _, sd := range mc.sides {
+		if in, ok := byKey[sd.typ+"/"+sd.id]; ok {
+			mergeContent(in.content, sd.content)
+		}
 	}
 	all = append(all, mc.sides...)
 	done := make(map[string]bool, len(all))
@@ -208,6 +238,40 @@ func (e *Engine) Map(m *hl7v2.Message, tenant string) (*Output, error) {
 		out.Resources = append(out.Resources, r)
 	}
 	return out, nil
+}
+
+// converterKeyed reports whether the map's identity is the id a
+// converter gives (hd:, xon:): every segment naming the same one makes
+// the same resource.
+func (sm *segmentMap) converterKeyed() bool {
+	return len(sm.identity) == 1 && (sm.identity[0].kind == keyHD || sm.identity[0].kind == keyXON)
+}
+
+// mergeContent adds src's members to dst: a member dst lacks is taken,
+// an array gets the items it does not hold yet.
+func mergeContent(dst, src map[string]any) {
+	for k, v := range src {
+		old, ok := dst[k]
+		if !ok {
+			dst[k] = v
+			continue
+		}
+		oa, ok1 := old.([]any)
+		na, ok2 := v.([]any)
+		if !ok1 || !ok2 {
+			continue
+		}
+	items:
+		for _, x := range na {
+			for _, y := range oa {
+				if reflect.DeepEqual(x, y) {
+					continue items
+				}
+			}
+			oa = append(oa, x)
+		}
+		dst[k] = oa
+	}
 }
 
 func segName(in *instance) string {
@@ -263,26 +327,108 @@ func (mc *mctx) ackErr(c *cv, code, sev, text string) hl7v2.AckError {
 // near returns the segment named name that a field of from refers to:
 // from itself, else the nearest one before it, else the first one after
 // it within its group (before the next segment named like from), so PID
-// reaches PD1 and RXA reaches RXR.
+// reaches PD1 and RXA reaches RXR. In a message map with groups, a
+// segment inside a group looks in its own group first (nearest before,
+// else first after), then in each enclosing group, then among the
+// segments before the first group (the patient's): an order's OBR reads
+// its ORC's TQ1 and never the previous order's; RXE reads the TQ1 and
+// RXR after it, RXO those after it or its ORC's.
 func (mc *mctx) near(from *hl7v2.Segment, name string) *hl7v2.Segment {
 	if from.Name == name {
 		return from
 	}
-	for i := from.Index - 1; i >= 0; i-- {
-		if s := mc.m.Segments[i]; s.Name == name {
-			return s
+	segs := mc.m.Segments
+	g := mc.groupOf(from.Index)
+	if g < 0 {
+		for i := from.Index - 1; i >= 0; i-- {
+			if s := segs[i]; s.Name == name {
+				return s
+			}
+		}
+		for i := from.Index + 1; i < len(segs); i++ {
+			s := segs[i]
+			if s.Name == from.Name {
+				break
+			}
+			if s.Name == name {
+				return s
+			}
+		}
+		return nil
+	}
+	for ; g >= 0; g = mc.groups[g].parent {
+		gr := mc.groups[g]
+		for i := from.Index - 1; i >= gr.start; i-- {
+			if s := segs[i]; s.Name == name && mc.grp[i] == g {
+				return s
+			}
+		}
+		for i := from.Index + 1; i < gr.end; i++ {
+			if s := segs[i]; s.Name == name && mc.grp[i] == g {
+				return s
+			}
 		}
 	}
-	for i := from.Index + 1; i < len(mc.m.Segments); i++ {
-		s := mc.m.Segments[i]
-		if s.Name == from.Name {
-			break
-		}
-		if s.Name == name {
+	for i := from.Index - 1; i >= 0; i-- {
+		if s := segs[i]; s.Name == name && mc.grp[i] < 0 {
 			return s
 		}
 	}
 	return nil
+}
+
+// groupOf is the innermost group of the segment at index i, -1 when none.
+func (mc *mctx) groupOf(i int) int {
+	if mc.grp == nil || i < 0 || i >= len(mc.grp) {
+		return -1
+	}
+	return mc.grp[i]
+}
+
+// groupsOf finds the segment groups of a message. A leader closes the
+// open groups of its level and deeper and opens one inside the open group
+// of the level above, if any; a joining leader (OBR of ORC+OBR) instead
+// joins the open group of its level that its partner opened while that
+// has none of its name yet. Segments before the first leader are in no
+// group (-1).
+func groupsOf(segs []*hl7v2.Segment, leaders map[string]groupLeader) ([]int, []segGroup) {
+	if len(leaders) == 0 {
+		return nil, nil
+	}
+	inner := make([]int, len(segs))
+	var groups []segGroup
+	var open []int // open group numbers, outermost first
+	for i, s := range segs {
+		if ld, ok := leaders[s.Name]; ok {
+			for len(open) > 0 && groups[open[len(open)-1]].level > ld.level {
+				groups[open[len(open)-1]].end = i
+				open = open[:len(open)-1]
+			}
+			top := -1
+			if len(open) > 0 {
+				top = open[len(open)-1]
+			}
+			if ld.joins != "" && top >= 0 && groups[top].level == ld.level && groups[top].names[0] == ld.joins && !contains(groups[top].names, s.Name) {
+				groups[top].names = append(groups[top].names, s.Name)
+			} else {
+				if top >= 0 && groups[top].level == ld.level {
+					groups[top].end = i
+					open = open[:len(open)-1]
+				}
+				parent := -1
+				if len(open) > 0 {
+					parent = open[len(open)-1]
+				}
+				groups = append(groups, segGroup{parent: parent, start: i, end: len(segs), level: ld.level, names: []string{s.Name}})
+				open = append(open, len(groups)-1)
+			}
+		}
+		inner[i] = -1
+		if len(open) > 0 {
+			inner[i] = open[len(open)-1]
+		}
+	}
+	return inner, groups
 }
 
 // group returns the segments named name after from and before the next
@@ -383,6 +529,7 @@ func (mc *mctx) fill(in *instance) bool {
 			continue
 		}
 		var reps []*hl7v2.Rep
+		var repSegs []*hl7v2.Segment // with adjacent: each value's own segment
 		seg := in.seg
 		if r.join {
 			segs := mc.group(in.seg, r.from.seg)
@@ -410,7 +557,9 @@ func (mc *mctx) fill(in *instance) bool {
 				if seg == nil {
 					seg = s
 				}
-				reps = append(reps, values(s, r.from)...)
+				for _, rp := range values(s, r.from) {
+					reps, repSegs = append(reps, rp), append(repSegs, s)
+				}
 			}
 		} else {
 			seg = mc.near(in.seg, r.from.seg)
@@ -420,11 +569,19 @@ func (mc *mctx) fill(in *instance) bool {
 		if seg == nil {
 			c.seg = in.seg
 		}
+		if r.unit.seg != "" {
+			if u := values(mc.near(in.seg, r.unit.seg), r.unit); len(u) > 0 {
+				c.unit = u[0]
+			}
+		}
 		produced := 0
 		single := !r.to.repeats()
-		for _, rp := range reps {
+		for i, rp := range reps {
 			if empty(rp) {
 				continue
+			}
+			if repSegs != nil {
+				c.seg = repSegs[i] // a converter may read the note's other fields (NTE)
 			}
 			c.problemCode = ""
 			typ, v := r.conv.fn(c, rp)
@@ -620,6 +777,20 @@ func upperFirst(s string) string {
 // identity keys (else fallback keys, else the message control id and the
 // segment's position).
 func (mc *mctx) identity(in *instance) string {
+	if k := in.p.smap.identity; in.p.smap.converterKeyed() {
+		// An Organization a converter also makes from this field gets
+		// the converter's id, so both are one resource.
+		if reps := values(mc.near(in.seg, k[0].paths[0].seg), k[0].paths[0]); len(reps) > 0 {
+			r := reps[0]
+			if k[0].kind == keyHD {
+				if ns, uid := comp(r, 1), comp(r, 2); ns != "" || uid != "" {
+					return mc.hdOrgID(ns, uid, comp(r, 3))
+				}
+			} else if id := mc.xonOrgID(r); id != "" {
+				return id
+			}
+		}
+	}
 	if parts, ok := mc.keyParts(in, in.p.smap.identity); ok {
 		return StableID(parts...)
 	}
@@ -715,8 +886,9 @@ func (mc *mctx) cxKey(seg *hl7v2.Segment, p segPath) (string, string) {
 }
 
 // resolve finds the instances of producer idx that in refers to: with
-// all, those in in's segment group; otherwise the nearest one at or
-// before in's segment, else the first.
+// all, those in in's segment group; from a segment of in's own name, the
+// one made from in's segment; otherwise the nearest one at or before
+// in's segment, else the first.
 func (mc *mctx) resolve(in *instance, idx int, all bool) []*instance {
 	list := mc.insts[idx]
 	if all {
@@ -734,6 +906,17 @@ func (mc *mctx) resolve(in *instance, idx int, all bool) []*instance {
 			}
 		}
 		return out
+	}
+	if len(list) > 0 && list[0].p.segment == in.seg.Name {
+		// Made from a segment of this one's name: only the one made from
+		// this very segment is this one's (an OBX's observer, an IN1's
+		// insurer), never the previous segment's.
+		for _, t := range list {
+			if t != in && t.seg == in.seg {
+				return []*instance{t}
+			}
+		}
+		return nil
 	}
 	var best *instance
 	for _, t := range list {

@@ -39,6 +39,17 @@ func mapValid(t testing.TB, e *Engine, msg string) *Output {
 	return out
 }
 
+// only returns the one resource of type typ in out, failing the test
+// when there is not exactly one.
+func only(t testing.TB, out *Output, typ string) map[string]any {
+	t.Helper()
+	list := byType(out, typ)
+	if len(list) != 1 {
+		t.Fatalf("%d resources of type %s, want 1", len(list), typ)
+	}
+	return list[0]
+}
+
 func byType(out *Output, typ string) []map[string]any {
 	var list []map[string]any
 	for _, r := range out.Resources {
@@ -72,11 +83,7 @@ func TestMapADTA01(t *testing.T) {
 			t.Errorf("%s invalid: %v", r.Type, err)
 		}
 	}
-	pats := byType(out, "Patient")
-	if len(pats) != 1 {
-		t.Fatalf("%d patients", len(pats))
-	}
-	p := pats[0]
+	p := only(t, out, "Patient")
 	wantID := StableID("t1", "Patient", "https://hospital.example/mrn", "12345")
 	if got := out.Resources[0].ID; got != wantID {
 		t.Errorf("patient id %s, want %s", got, wantID)
