@@ -80,6 +80,9 @@ type PhaseReport struct {
 	Rate float64
 	// AckCodes counts HL7 ACKs by MSA-1 (mllp).
 	AckCodes map[string]uint64
+	// Unanswered counts messages sent whose ACK the end of the phase cut
+	// off (mllp): the gateway may have stored them.
+	Unanswered uint64
 	// Connections is the number of concurrent connections (mllp).
 	Connections int
 	// Note says why a phase stopped early.

@@ -42,7 +42,7 @@ type hl7Template struct {
 // identifierFields are the fields whose identifiers build makes unique.
 var identifierFields = map[string][]int{
 	"PID": {2, 3, 4, 18, 21}, "PV1": {19, 50, 54}, "MRG": {1, 2, 3}, "ORC": {2, 3}, "OBR": {2, 3},
-	"TXA": {12, 14, 15, 16}, "SCH": {1, 2}, "SPM": {2, 3}, "IN1": {2}, "GT1": {2},
+	"TXA": {12, 14, 15, 16}, "SCH": {1, 2}, "SPM": {2, 3}, "IN1": {2}, "GT1": {2}, "RF1": {6, 11},
 }
 
 // pairFields are identifier fields of type EIP (placer^filler): both
@@ -301,7 +301,7 @@ func (r *runner) mllpPhase(ctx context.Context, corpus []*hl7Template) *PhaseRep
 	tag := newRunTag()
 	var next atomic.Int64
 	var mu sync.Mutex
-	var wrongID, gaveUp uint64
+	var wrongID, gaveUp, cut uint64
 	var dialErr error
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -311,7 +311,7 @@ func (r *runner) mllpPhase(ctx context.Context, corpus []*hl7Template) *PhaseRep
 			defer wg.Done()
 			h := &Histogram{}
 			codes := map[string]uint64{}
-			var sent, transport, wrong uint64
+			var sent, transport, wrong, cutHere uint64
 			var client *mllp.Client
 			defer func() {
 				if client != nil {
@@ -355,7 +355,8 @@ func (r *runner) mllpPhase(ctx context.Context, corpus []*hl7Template) *PhaseRep
 				d := time.Since(t0)
 				scancel()
 				if err != nil && over() {
-					break // the phase's time is up: not the server's failure
+					cutHere++ // sent, but the phase's time is up: not the server's failure
+					break
 				}
 				h.Record(d)
 				sent++
@@ -387,6 +388,7 @@ func (r *runner) mllpPhase(ctx context.Context, corpus []*hl7Template) *PhaseRep
 				p.Errors[0] += transport + wrong
 			}
 			wrongID += wrong
+			cut += cutHere
 			for c, n := range codes {
 				p.AckCodes[c] += n
 			}
@@ -401,6 +403,7 @@ func (r *runner) mllpPhase(ctx context.Context, corpus []*hl7Template) *PhaseRep
 		}
 	}
 	p.Rate = float64(p.Requests) / p.Elapsed.Seconds()
+	p.Unanswered = cut
 	if wrongID > 0 {
 		p.Mismatches = append(p.Mismatches, fmt.Sprintf("%d ACKs acknowledged another control id than the message's", wrongID))
 	}

@@ -393,4 +393,13 @@ func TestCheckHL7Delta(t *testing.T) {
 	if len(got) != 2 || !strings.Contains(got[0], "stored 9 messages") || !strings.Contains(got[1], "100 resources mapped") {
 		t.Errorf("a lost message and a lost resource: %v", got)
 	}
+	// Two messages cut off by the end of the phase: stored or not, both fine;
+	// a third stored message was refused, or never sent.
+	p.Unanswered = 2
+	for stored, ok := range map[int64]bool{15: true, 16: true, 17: true, 18: false} {
+		after := &serverStats{HL7: hl7Stats{Messages: stored, Mapped: 150, Written: 100, Unchanged: 20, Named: 30}}
+		if got := checkHL7Delta(p, before, after); (len(got) == 0) != ok {
+			t.Errorf("%d stored with 10 acknowledged and 2 cut off: %v", stored-5, got)
+		}
+	}
 }
