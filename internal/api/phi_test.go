@@ -476,7 +476,7 @@ func TestPHISearchMatchesPlaintext(t *testing.T) {
 		}
 	}
 	// What blind indexes cannot answer is refused, not answered wrongly.
-	for _, q := range []string{"family:contains=mit", "family:exact=Smith", "birthdate=sa1980-01-01", "_sort=birthdate", "identifier=http://hosp.example/mrn|"} {
+	for _, q := range []string{"family:contains=mit", "family:exact=Smith", "birthdate=sa1980-01-01", "_sort=birthdate", "identifier=http://hosp.example/mrn|", "phonetic=smith"} {
 		if r := do(t, "GET", enc.ts.URL+"/fhir/Patient?"+q, nil); r.Status != 400 || !strings.Contains(string(r.Body), "encrypted") {
 			t.Errorf("Patient?%s with encryption on: %d %.200s, want 400 naming the encryption", q, r.Status, r.Body)
 		}

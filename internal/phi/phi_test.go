@@ -496,7 +496,8 @@ func TestProtection(t *testing.T) {
 		{"Patient", "family", search.Blind},
 		{"Patient", "given", search.Blind},
 		{"Patient", "name", search.Blind},
-		{"Patient", "phonetic", search.Blind},
+		{"Patient", "phonetic", search.Hidden}, // not an exact name match in disguise: refused
+		{"RelatedPerson", "phonetic", search.Hidden},
 		{"Patient", "birthdate", search.Blind},
 		{"Patient", "identifier", search.Blind},
 		{"Patient", "phone", search.Blind},
