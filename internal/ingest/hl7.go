@@ -43,13 +43,13 @@ type HL7 struct {
 	now    func() time.Time
 
 	commitMu   sync.Mutex
-	committers map[string]*committer // by tenant
+	committers map[shardKey]*committer
 	counters   hl7Counters
 }
 
 // NewHL7 returns HL7 v2 intake over the write path.
 func NewHL7(svc *Service, st HL7Store, m Mapper, log *slog.Logger) *HL7 {
-	h := &HL7{svc: svc, store: st, log: log, now: time.Now, committers: map[string]*committer{}}
+	h := &HL7{svc: svc, store: st, log: log, now: time.Now, committers: map[shardKey]*committer{}}
 	h.SetMapper(m)
 	return h
 }

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"fmt"
+	"hash/fnv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,14 @@ import (
 // batch. Every message of a batch is acknowledged only after the batch
 // commits, so AA still means durably stored.
 //
+// The committers of a tenant are shards: a message goes to the shard of
+// its patient (else of its first resource), and a shard stores one batch
+// at a time. Messages about one patient are therefore stored in the order
+// they reach their shard (one connection's messages in the order sent),
+// and two batches in flight never write the same patient's resources — a
+// hot patient serializes in its shard instead of making concurrent batches
+// fail and retry.
+//
 // A batch never lets one message fail another. A message that writes a
 // resource an earlier message of the batch wrote (the same patient in two
 // messages sent at once) waits for the next batch; a message whose new
@@ -33,9 +42,9 @@ import (
 const (
 	// maxBatch bounds the messages stored in one transaction.
 	maxBatch = 64
-	// maxCommitters is how many batches of one tenant are in flight at
-	// once: two keep the database busy while the previous batch commits.
-	maxCommitters = 2
+	// shards is how many batches of one tenant are in flight at once (one
+	// per shard): two keep the database busy while a batch commits.
+	shards = 2
 	// batchTimeout bounds one batch's transaction. The batch does not run
 	// under any one connection's context: a sender that hangs up does not
 	// cancel the other messages of its batch.
@@ -87,27 +96,52 @@ func (h *HL7) Stats() HL7Stats {
 		Written: c.written.Load(), Unchanged: c.unchanged.Load(), Named: c.named.Load()}
 }
 
-// committer is the queue of one tenant's messages waiting for a batch.
+// committer is the queue of one shard of a tenant's messages waiting for
+// a batch, and whether a goroutine is storing them.
 type committer struct {
 	mu      sync.Mutex
 	queue   []*hl7Job
-	leaders int
+	leading bool
 }
 
-// commit queues the job for a batch and waits for its outcome.
+// shardKey names a tenant's shard.
+type shardKey struct {
+	tenant string
+	shard  uint32
+}
+
+// shardOf is the job's shard: by its patient, else its first resource.
+func shardOf(j *hl7Job) uint32 {
+	key := j.provID
+	for _, r := range j.out.Resources {
+		if r.Type == "Patient" {
+			key = r.ID
+			break
+		}
+		if key == j.provID && !masterData[r.Type] {
+			key = r.Type + "/" + r.ID
+		}
+	}
+	f := fnv.New32a()
+	f.Write([]byte(key))
+	return f.Sum32() % shards
+}
+
+// commit queues the job in its shard and waits for its outcome.
 func (h *HL7) commit(tenant string, j *hl7Job) result {
+	k := shardKey{tenant, shardOf(j)}
 	h.commitMu.Lock()
-	c := h.committers[tenant]
+	c := h.committers[k]
 	if c == nil {
 		c = &committer{}
-		h.committers[tenant] = c
+		h.committers[k] = c
 	}
 	h.commitMu.Unlock()
 
 	c.mu.Lock()
 	c.queue = append(c.queue, j)
-	if c.leaders < maxCommitters {
-		c.leaders++
+	if !c.leading {
+		c.leading = true
 		go h.lead(tenant, c)
 	}
 	c.mu.Unlock()
@@ -119,7 +153,7 @@ func (h *HL7) lead(tenant string, c *committer) {
 	for {
 		c.mu.Lock()
 		if len(c.queue) == 0 {
-			c.leaders--
+			c.leading = false
 			c.mu.Unlock()
 			return
 		}

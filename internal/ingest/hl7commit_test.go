@@ -264,3 +264,41 @@ func TestBatchPanicIsContained(t *testing.T) {
 		}
 	}
 }
+
+// TestHotPatientSerializes sends a burst of messages about one patient
+// from many goroutines: its shard stores them one batch after another, so
+// none fails on a concurrent write, and each one's update is kept.
+func TestHotPatientSerializes(t *testing.T) {
+	t.Parallel()
+	pool := databasetest.NewPool(t)
+	engine, err := mapping.Load("../../mappings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(pool)
+	h := NewHL7(New(st, validate.Resource), st, engine, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	const tenant, n = "hot", 40
+	var wg sync.WaitGroup
+	codes := make([]string, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := h.process(context.Background(), tenant, adt(fmt.Sprintf("H%d", i), "MRN1", fmt.Sprintf("Name%d", i)), time.Now().UTC())
+			codes[i] = r.code
+		}()
+	}
+	wg.Wait()
+	for i, c := range codes {
+		if c != "AA" {
+			t.Errorf("message %d: %q", i, c)
+		}
+	}
+	var versions int
+	if err := pool.QueryRow(context.Background(), `SELECT max(version) FROM resources WHERE tenant = $1 AND type = 'Patient'`, tenant).Scan(&versions); err != nil {
+		t.Fatal(err)
+	}
+	if versions != n { // every message renamed the patient
+		t.Errorf("the patient is at version %d after %d renames", versions, n)
+	}
+}
