@@ -28,9 +28,10 @@ import (
 // its patient (else of its first resource), and a shard stores one batch
 // at a time. Messages about one patient are therefore stored in the order
 // they reach their shard (one connection's messages in the order sent),
-// and two batches in flight never write the same patient's resources — a
-// hot patient serializes in its shard instead of making concurrent batches
-// fail and retry.
+// and two batches in flight do not write the same patient's resources
+// (unless a message names two patients, as a merge does) — a hot patient
+// serializes in its shard instead of making concurrent batches fail and
+// retry.
 //
 // A batch never lets one message fail another. A message that writes a
 // resource an earlier message of the batch wrote (the same patient in two
