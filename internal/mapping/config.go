@@ -74,6 +74,7 @@ type fieldSpec struct {
 	Adjacent bool           `yaml:"adjacent"` // read the segments of from's kind right after this one
 	Value    any            `yaml:"value"`    // with from: this constant whenever the field is sent
 	Unit     string         `yaml:"unit"`     // the field holding the value's units (RXE-5 for RXE-3)
+	Sibling  bool           `yaml:"sibling"`  // write into the array item the rule before made (class.name beside class.value)
 }
 
 type codemapFile struct {
@@ -206,6 +207,7 @@ type fieldRule struct {
 	merge    bool     // reuse the outer extension item with the same url
 	adjacent bool     // from names the run of segments right after this one
 	unit     segPath  // the units of the value (NM, MINUTES); seg "" when none
+	sibling  bool     // joins the item of its first array that the rule before made; nothing when that made none
 }
 
 // segPath is a compiled "PID-3(2).4.1"; zero rep/comp/sub mean "all
@@ -638,6 +640,9 @@ func (e *Engine) compileSegment(doc *yamlDoc, at, name string, ss *segmentSpec) 
 		if err != nil {
 			return nil, err
 		}
+		if r.sibling && (len(sm.fields) == 0 || sm.fields[len(sm.fields)-1].to.steps[0].name != r.to.steps[0].name) {
+			return nil, doc.errf(fat+".sibling", "the rule before does not write %s", r.to.steps[0].name)
+		}
 		sm.fields = append(sm.fields, r)
 	}
 	return sm, nil
@@ -688,12 +693,15 @@ func compileKeys(doc *yamlDoc, at string, keys []string) ([]idKey, error) {
 }
 
 func (e *Engine) compileField(doc *yamlDoc, at, resource string, fs *fieldSpec) (*fieldRule, error) {
-	r := &fieldRule{required: fs.Required, join: fs.Join, fallback: fs.Fallback, skip: fs.Skip, set: fs.Set, table: fs.Table, ext: fs.Ext, merge: fs.Merge, adjacent: fs.Adjacent}
+	r := &fieldRule{required: fs.Required, join: fs.Join, fallback: fs.Fallback, skip: fs.Skip, set: fs.Set, table: fs.Table, ext: fs.Ext, merge: fs.Merge, adjacent: fs.Adjacent, sibling: fs.Sibling}
 	t, err := resolveTarget(resource, fs.To)
 	if err != nil {
 		return nil, doc.errf(at+".to", "%s", err)
 	}
 	r.to = t
+	if fs.Sibling && (len(t.steps) < 2 || !t.steps[0].array || t.steps[0].choice || fs.Fallback) {
+		return nil, doc.errf(at+".sibling", "sibling needs a path below a top-level array (class.name) and no fallback")
+	}
 	if len(fs.Ext) > 0 {
 		n := 0
 		for _, st := range t.steps[:len(t.steps)-1] {

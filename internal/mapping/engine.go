@@ -518,14 +518,27 @@ func (mc *mctx) join() {
 }
 
 func (mc *mctx) fill(in *instance) bool {
+	stored := false // whether the rule before stored a value (for sibling)
 	for _, r := range in.p.smap.fields {
+		prev := stored
+		stored = false
 		if r.fallback {
 			if _, ok := in.content[r.to.steps[0].name]; ok {
 				continue
 			}
 		}
+		item := in.p.smap.item
+		if r.sibling {
+			// The item the rule before made (class.value's class) takes
+			// this member; without that item the member would stand
+			// alone, e.g. a costToBeneficiary without its value.
+			if !prev {
+				continue
+			}
+			item = r.to.steps[0].name
+		}
 		if !r.hasFrom {
-			put(in.content, r.to, r.to.last().types[0], r.constVal, r.set, r.ext, in.p.smap.item, r.merge)
+			stored = put(in.content, r.to, r.to.last().types[0], r.constVal, r.set, r.ext, item, r.merge)
 			continue
 		}
 		var reps []*hl7v2.Rep
@@ -600,13 +613,14 @@ func (mc *mctx) fill(in *instance) bool {
 			if v == nil {
 				continue
 			}
-			if put(in.content, r.to, typ, v, r.set, r.ext, in.p.smap.item, r.merge) {
+			if put(in.content, r.to, typ, v, r.set, r.ext, item, r.merge) {
 				produced++
 			}
 			if single && produced > 0 {
 				break
 			}
 		}
+		stored = produced > 0
 		if produced == 0 && r.required {
 			if r.skip {
 				// The resource exists only when the field does (the

@@ -263,6 +263,10 @@ func TestLoadRefusesBadFiles(t *testing.T) {
 			`mapping\.yaml:\d+: .*\.into: unknown resource id "nobody"`},
 		{"ref to joined", "hl7v2/mapping.yaml", "{to: patient, ref: patient}]", "{to: patient, ref: contact}]",
 			`mapping\.yaml:\d+: .*\.ref: resource "contact" is joined into another and cannot be referenced`},
+		{"sibling without array", "hl7v2/segments.yaml", "{from: IN1-9, to: class.name, type: XON, sibling: true}", "{from: IN1-9, to: network, type: XON, sibling: true}",
+			`segments\.yaml:\d+: segments\.Coverage-IN1\.fields\[\d+\]\.sibling: sibling needs a path below a top-level array`},
+		{"sibling of another array", "hl7v2/segments.yaml", "{from: IN1-2.2, to: class.name, type: ST, sibling: true}", "{from: IN1-2.2, to: contract.display, type: ST, sibling: true}",
+			`segments\.yaml:\d+: segments\.Coverage-IN1\.fields\[\d+\]\.sibling: the rule before does not write contract`},
 		{"item not repeating", "hl7v2/segments.yaml", "item: contact", "item: gender",
 			`segments\.yaml:\d+: segments\.Patient-NK1\.item: Patient\.gender is not a repeating element with children`},
 	}

@@ -105,7 +105,7 @@ const rdeDosage = `MSH|^~\&|APP|FAC|RCV|RFAC|20240301101500||RDE^O11^RDE_O11|CTL
 PID|1||12345^^^MRN^MR||Doe^John
 ORC|NW|RX1
 TQ1|1||TID|||3^D&day&ISO+|||R
-RXO|00047040230^Ampicillin^NDC|2
+RXO|00047040230^Ampicillin^NDC|2|||||||||||||||||||||2^&cap
 RXR|PO^Oral
 RXE||0143963401^Nicardipine^NDC|5||43^mg/hr|||||3|BG^Bag|12|||||||||||23|mL/hr^mL/hr
 TQ1|1||P&Post (after)&HL70335^^^^180^min||||||S
@@ -118,12 +118,39 @@ func TestRDEDosageFromItsGroup(t *testing.T) {
 	t.Parallel()
 	e := loadEngine(t)
 	out := mapValid(t, e, rdeDosage)
-	mr := only(t, out, "MedicationRequest")
+	var mr, orig map[string]any
+	for _, r := range byType(out, "MedicationRequest") {
+		switch r["intent"] {
+		case "order":
+			mr = r
+		case "original-order":
+			orig = r
+		}
+	}
+	if mr == nil || orig == nil || len(byType(out, "MedicationRequest")) != 2 {
+		t.Fatalf("want the RXE's order and the RXO's original order: %v", byType(out, "MedicationRequest"))
+	}
+	// The RXO's own request: its drug, the ORC-level TQ1 and its RXR, and
+	// the total daily dose (RXO-23) per day.
+	if got := jsonOf(t, orig["medicationCodeableConcept"]); got != `{"coding":[{"code":"00047040230","display":"Ampicillin","system":"http://hl7.org/fhir/sid/ndc"}]}` {
+		t.Errorf("RXO medication = %s", got)
+	}
+	od := orig["dosageInstruction"].([]any)[0].(map[string]any)
+	if got := jsonOf(t, od["maxDosePerPeriod"]); got != `{"denominator":{"code":"d","system":"http://unitsofmeasure.org","unit":"d","value":1},"numerator":{"unit":"cap","value":2}}` {
+		t.Errorf("RXO maxDosePerPeriod = %s", got)
+	}
+	if got := jsonOf(t, od["route"]); got != `{"coding":[{"code":"PO","display":"Oral","system":"http://terminology.hl7.org/CodeSystem/v2-0162"}]}` {
+		t.Errorf("RXO route = %s", got)
+	}
 	dis, _ := mr["dosageInstruction"].([]any)
 	if len(dis) != 1 {
 		t.Fatalf("dosageInstruction = %v", mr["dosageInstruction"])
 	}
 	d := dis[0].(map[string]any)
+	// No RXE-19: the per-day denominator (a sibling rule) must not stand alone.
+	if _, ok := d["maxDosePerPeriod"]; ok {
+		t.Errorf("RXE maxDosePerPeriod without RXE-19: %v", d["maxDosePerPeriod"])
+	}
 	// The RXE's own TQ1 and RXR (after it), not the RXO's or the ORC's.
 	if got := jsonOf(t, d["timing"]); got != `{"code":{"coding":[{"code":"P","display":"Post (after)","system":"http://terminology.hl7.org/CodeSystem/v2-0335"}]},"repeat":{"period":180,"periodUnit":"min"}}` {
 		t.Errorf("timing = %s", got)
@@ -247,8 +274,8 @@ const adtTwoInsurances = `MSH|^~\&|APP|FAC|RCV|RFAC|20240301101500||ADT^A01^ADT_
 PID|1||12345^^^MRN^MR||Doe^John
 PV1|1|I|||||||||||||||||V100^^^MAIN^VN
 DG1|1||I21^Acute myocardial infarction^I10||20240301|A|||||||||2
-IN1|1|PLAN1|INS1^^^^NIIP|First Insurer|||||||||||Doe^Jane|SPO
-IN1|2|PLAN2|INS2^^^^NIIP|Second Insurer
+IN1|1|PLAN1^Plan One|INS1^^^^NIIP|First Insurer||||GRP1|Group One|||||||Doe^Jane|SPO||||||||||||||||||||150&USD^DC
+IN1|2|PLAN2|INS2^^^^NIIP|Second Insurer||||GRP2
 `
 
 func TestRefsFromTheSameSegmentAndJoinedDiagnosis(t *testing.T) {
@@ -269,6 +296,29 @@ func TestRefsFromTheSameSegmentAndJoinedDiagnosis(t *testing.T) {
 	// must not take the first's.
 	if withSubscriber != 1 {
 		t.Errorf("%d coverages with a subscriber, want 1", withSubscriber)
+	}
+	// Class names sit beside their values (sibling rules); a value without
+	// a name stays alone, and a cost needs its amount.
+	classes := map[string]string{}
+	costs := 0
+	for _, c := range covs {
+		for _, x := range c["class"].([]any) {
+			cl := x.(map[string]any)
+			name, _ := cl["name"].(string)
+			classes[cl["value"].(string)] = name
+		}
+		if cb, ok := c["costToBeneficiary"]; ok {
+			costs++
+			if got := jsonOf(t, cb); got != `[{"type":{"coding":[{"code":"DC","display":"direct unit cost","system":"http://terminology.hl7.org/CodeSystem/v2-0205"}]},"valueMoney":{"currency":"USD","value":150}}]` {
+				t.Errorf("costToBeneficiary = %s", got)
+			}
+		}
+	}
+	if diff := cmp.Diff(map[string]string{"PLAN1": "Plan One", "GRP1": "Group One", "PLAN2": "", "GRP2": ""}, classes); diff != "" {
+		t.Errorf("Coverage.class value → name (-want +got):\n%s", diff)
+	}
+	if costs != 1 {
+		t.Errorf("%d coverages with a cost, want 1", costs)
 	}
 	encs := byType(out, "Encounter")
 	conds := byType(out, "Condition")

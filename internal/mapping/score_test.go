@@ -28,8 +28,8 @@ func TestScore(t *testing.T) {
 // The floors are what the mappings achieve today over the corpus; a
 // change that lowers them is a regression.
 const (
-	recallFloor    = 0.725
-	precisionFloor = 0.865
+	recallFloor    = 0.731
+	precisionFloor = 0.867
 )
 
 func TestCorpusScoreFloor(t *testing.T) {
