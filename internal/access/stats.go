@@ -44,11 +44,14 @@ func Decisions() DecisionStats {
 	if s.Count > 0 {
 		s.Mean = time.Duration(decisions.total.Load() / s.Count)
 	}
-	s.P50, s.P99 = quantile(s.Buckets, 0.5), quantile(s.Buckets, 0.99)
+	s.P50, s.P99 = Quantile(s.Buckets, 0.5), Quantile(s.Buckets, 0.99)
 	return s
 }
 
-func quantile(b []int64, q float64) time.Duration {
+// Quantile is the upper bound of the bucket holding quantile q of counts
+// per power-of-two microsecond bucket (DecisionStats.Buckets, or the
+// difference of two of them), 0 when there are none.
+func Quantile(b []int64, q float64) time.Duration {
 	var total int64
 	for _, c := range b {
 		total += c

@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"time"
+
+	"github.com/fhirgate/fhirgate/internal/access"
 )
 
 // serverStats is what the gateway's debug listener reports at
@@ -99,24 +100,5 @@ func writeServerDelta(w io.Writer, phase string, before, after *serverStats) {
 		perCommit = float64(records) / float64(commits)
 	}
 	fmt.Fprintf(w, "%s: server: %d policy decisions, p50 <%s p99 <%s; %d audit records in %d commits (%.1f per commit)\n",
-		phase, n, bucketQuantile(delta, 0.5), bucketQuantile(delta, 0.99), records, commits, perCommit)
-}
-
-func bucketQuantile(b []int64, q float64) time.Duration {
-	var total int64
-	for _, c := range b {
-		total += c
-	}
-	if total == 0 {
-		return 0
-	}
-	want := int64(q*float64(total) + 0.5)
-	var seen int64
-	for i, c := range b {
-		seen += c
-		if seen >= want {
-			return time.Duration(1<<uint(i)) * time.Microsecond
-		}
-	}
-	return 0
+		phase, n, access.Quantile(delta, 0.5), access.Quantile(delta, 0.99), records, commits, perCommit)
 }
