@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/fhirgate/fhirgate/internal/database/databasetest"
 	"github.com/fhirgate/fhirgate/internal/fhir"
 	"github.com/fhirgate/fhirgate/internal/hl7v2"
@@ -49,6 +51,42 @@ func (d doctored) Map(m *hl7v2.Message, tenant string) (*mapping.Output, error) 
 	return out, nil
 }
 
+// newTestHL7 is intake over a fresh database with the shipped mappings
+// (wrapped by wrap when it is not nil) and, when sl is not nil, a Sealer.
+func newTestHL7(t *testing.T, sl store.Sealer, wrap func(*mapping.Engine) Mapper) (*HL7, *pgxpool.Pool) {
+	t.Helper()
+	pool := databasetest.NewPool(t)
+	engine, err := mapping.Load("../../mappings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := store.New(pool)
+	if sl != nil {
+		st.WithSealer(sl)
+	}
+	var m Mapper = engine
+	if wrap != nil {
+		m = wrap(engine)
+	}
+	return NewHL7(New(st, validate.Resource), st, m, slog.New(slog.NewTextHandler(io.Discard, nil))), pool
+}
+
+// processAtOnce runs n messages through intake from n goroutines at once
+// and returns their results in order.
+func processAtOnce(h *HL7, tenant string, n int, msg func(i int) []byte) []result {
+	results := make([]result, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			results[i] = h.process(context.Background(), tenant, msg(i), time.Now().UTC())
+		}()
+	}
+	wg.Wait()
+	return results
+}
+
 func adt(cid, mrn, family string) []byte {
 	return []byte(strings.Join([]string{
 		"MSH|^~\\&|LAB|HOSP|FHIRGATE|FG|20240101120000+0000||ADT^A08^ADT_A01|" + cid + "|P|2.5.1",
@@ -65,14 +103,7 @@ func adt(cid, mrn, family string) []byte {
 // answered for itself.
 func TestStoreBatchIsolatesMessages(t *testing.T) {
 	t.Parallel()
-	pool := databasetest.NewPool(t)
-	engine, err := mapping.Load("../../mappings")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := store.New(pool)
-	h := NewHL7(New(st, validate.Resource), st, doctored{Engine: engine, badMaster: "D", twice: "F"},
-		slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h, pool := newTestHL7(t, nil, func(e *mapping.Engine) Mapper { return doctored{Engine: e, badMaster: "D", twice: "F"} })
 	ctx := context.Background()
 	now := time.Now().UTC()
 	const tenant = "batch"
@@ -165,29 +196,14 @@ func TestStoreBatchIsolatesMessages(t *testing.T) {
 // equals the number of distinct names it was sent with.
 func TestGroupCommitUnderConcurrency(t *testing.T) {
 	t.Parallel()
-	pool := databasetest.NewPool(t)
-	engine, err := mapping.Load("../../mappings")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := store.New(pool)
-	h := NewHL7(New(st, validate.Resource), st, engine, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h, pool := newTestHL7(t, nil, nil)
 	const tenant, n = "concurrent", 120
-	var wg sync.WaitGroup
-	codes := make([]string, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			mrn := fmt.Sprintf("MRN%d", i%6)
-			family := fmt.Sprintf("Name%c", 'a'+i%12) // two names per patient
-			r := h.process(context.Background(), tenant, adt(fmt.Sprintf("G%d", i), mrn, family), time.Now().UTC())
-			codes[i] = r.code
-		}()
-	}
-	wg.Wait()
-	for i, c := range codes {
-		if c != "AA" {
+	results := processAtOnce(h, tenant, n, func(i int) []byte {
+		// six patients, two names each
+		return adt(fmt.Sprintf("G%d", i), fmt.Sprintf("MRN%d", i%6), fmt.Sprintf("Name%c", 'a'+i%12))
+	})
+	for i, r := range results {
+		if c := r.code; c != "AA" {
 			t.Errorf("message %d: %q", i, c)
 		}
 	}
@@ -239,28 +255,13 @@ func (panicky) Seal(context.Context, string, string, string, []byte, *search.Ent
 // its messages AE (send again) instead of taking the gateway down.
 func TestBatchPanicIsContained(t *testing.T) {
 	t.Parallel()
-	pool := databasetest.NewPool(t)
-	engine, err := mapping.Load("../../mappings")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := store.New(pool).WithSealer(panicky{})
-	h := NewHL7(New(st, validate.Resource), st, engine, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	var wg sync.WaitGroup
-	codes := make([]string, 6)
-	acks := make([]string, 6)
-	for i := range codes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := h.process(context.Background(), "panic", adt(fmt.Sprintf("P%d", i), fmt.Sprintf("MRN%d", i), "Doe"), time.Now().UTC())
-			codes[i], acks[i] = r.code, string(r.ack)
-		}()
-	}
-	wg.Wait()
-	for i := range codes {
-		if codes[i] != "" || !strings.Contains(acks[i], "MSA|AE|P") {
-			t.Errorf("message %d: code %q ACK %q, want a transient AE", i, codes[i], acks[i])
+	h, _ := newTestHL7(t, panicky{}, nil)
+	results := processAtOnce(h, "panic", 6, func(i int) []byte {
+		return adt(fmt.Sprintf("P%d", i), fmt.Sprintf("MRN%d", i), "Doe")
+	})
+	for i, r := range results {
+		if r.code != "" || !strings.Contains(string(r.ack), "MSA|AE|P") {
+			t.Errorf("message %d: code %q ACK %q, want a transient AE", i, r.code, r.ack)
 		}
 	}
 }
@@ -270,27 +271,13 @@ func TestBatchPanicIsContained(t *testing.T) {
 // none fails on a concurrent write, and each one's update is kept.
 func TestHotPatientSerializes(t *testing.T) {
 	t.Parallel()
-	pool := databasetest.NewPool(t)
-	engine, err := mapping.Load("../../mappings")
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := store.New(pool)
-	h := NewHL7(New(st, validate.Resource), st, engine, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	h, pool := newTestHL7(t, nil, nil)
 	const tenant, n = "hot", 40
-	var wg sync.WaitGroup
-	codes := make([]string, n)
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r := h.process(context.Background(), tenant, adt(fmt.Sprintf("H%d", i), "MRN1", fmt.Sprintf("Name%d", i)), time.Now().UTC())
-			codes[i] = r.code
-		}()
-	}
-	wg.Wait()
-	for i, c := range codes {
-		if c != "AA" {
+	results := processAtOnce(h, tenant, n, func(i int) []byte {
+		return adt(fmt.Sprintf("H%d", i), "MRN1", fmt.Sprintf("Name%d", i))
+	})
+	for i, r := range results {
+		if c := r.code; c != "AA" {
 			t.Errorf("message %d: %q", i, c)
 		}
 	}
