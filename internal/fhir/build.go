@@ -52,6 +52,14 @@ func Build(typ, id string, content map[string]any) (*Resource, error) {
 	return &Resource{Type: typ, ID: id, Content: out, fields: splitObject(b)}, nil
 }
 
+// AppendJSON appends the compact JSON of v, a value of the kinds Build
+// accepts, exactly as Build writes it (members sorted, strings escaped as
+// encoding/json does with HTML escaping off).
+func AppendJSON(b []byte, v any) ([]byte, error) {
+	b, _, err := buildValue(b, v, 1)
+	return b, err
+}
+
 // buildMembers appends ,"key":value for each member of m in key order and
 // puts the decoded form of each value in out.
 func buildMembers(b []byte, m, out map[string]any, depth int) ([]byte, error) {

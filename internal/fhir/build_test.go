@@ -1,11 +1,14 @@
 package fhir
 
 import (
+	"bytes"
 	"encoding/json"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestBuildMatchesParse: a resource built from Go values has the bytes
@@ -111,5 +114,38 @@ func TestBuildLeavesContentAlone(t *testing.T) {
 	}
 	if _, ok := content["resourceType"]; ok {
 		t.Error("Build added resourceType to its input")
+	}
+}
+
+// TestAppendJSON checks that the encoder of Build writes exactly what
+// encoding/json (HTML escaping off) writes for the values mappings build.
+func TestAppendJSON(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		name string
+		v    any
+	}{
+		{"scalars", map[string]any{"s": "x", "b": true, "n": json.Number("5.40"), "i": 3, "i64": int64(-2), "u": uint64(7), "f": 1.5, "nil": nil}},
+		{"nested", map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": "2345-7"}}, "text": "Glucose"}},
+		{"escapes", map[string]any{"q": "a\"b\\c\nd\re\tf\x01g<h>&i\u2028j\u2029k", "bad": "x\xffy", "ü": "é"}},
+		{"empty", map[string]any{"m": map[string]any{}, "a": []any{}}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			var want bytes.Buffer
+			enc := json.NewEncoder(&want)
+			enc.SetEscapeHTML(false)
+			if err := enc.Encode(tc.v); err != nil {
+				t.Fatal(err)
+			}
+			got, err := AppendJSON(nil, tc.v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(string(bytes.TrimSpace(want.Bytes())), string(got)); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -268,7 +268,7 @@ func (n *normalizer) concepts(ms []fhir.Member, path string) ([]fhir.Member, boo
 			continue
 		}
 		have[key] = true
-		b, err := appendJSON(nil, std)
+		b, err := fhir.AppendJSON(nil, std)
 		if err != nil {
 			continue
 		}

@@ -1,45 +1,10 @@
 package mapping
 
 import (
-	"bytes"
-	"encoding/json"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 )
-
-// TestAppendJSON checks that the hand-rolled encoder writes exactly what
-// encoding/json (HTML escaping off) writes for converter values.
-func TestAppendJSON(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		name string
-		v    any
-	}{
-		{"scalars", map[string]any{"s": "x", "b": true, "n": json.Number("5.40"), "i": 3, "i64": int64(-2), "u": uint64(7), "f": 1.5, "nil": nil}},
-		{"nested", map[string]any{"coding": []any{map[string]any{"system": "http://loinc.org", "code": "2345-7"}}, "text": "Glucose"}},
-		{"escapes", map[string]any{"q": "a\"b\\c\nd\re\tf\x01g<h>&i\u2028j\u2029k", "bad": "x\xffy", "ü": "é"}},
-		{"empty", map[string]any{"m": map[string]any{}, "a": []any{}}},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			var want bytes.Buffer
-			enc := json.NewEncoder(&want)
-			enc.SetEscapeHTML(false)
-			if err := enc.Encode(tc.v); err != nil {
-				t.Fatal(err)
-			}
-			got, err := appendJSON(nil, tc.v)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(string(bytes.TrimSpace(want.Bytes())), string(got)); diff != "" {
-				t.Errorf("(-want +got):\n%s", diff)
-			}
-		})
-	}
-}
 
 // TestPatientExtensions maps the demographic extensions of PID and the
 // MessageHeader of MSH.
