@@ -3,6 +3,7 @@ package fhir
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -102,8 +103,9 @@ func buildValue(b []byte, v any, depth int) ([]byte, any, error) {
 		if x == "" {
 			x = "0"
 		}
-		if !json.Valid([]byte(x)) {
-			return nil, nil, fmt.Errorf("fhir: Build: %q is not a JSON number", string(x))
+		if !isJSONNumber(string(x)) {
+			// The value stays out of the message: it may be PHI.
+			return nil, nil, errors.New("fhir: Build: a json.Number that is not a JSON number")
 		}
 		return append(b, x...), x, nil
 	case int:
@@ -183,4 +185,42 @@ func validString(s string) string {
 		i += size
 	}
 	return buf.String()
+}
+
+// isJSONNumber reports whether s is a number in JSON's grammar:
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+func isJSONNumber(s string) bool {
+	i := 0
+	digits := func() int {
+		start := i
+		for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+			i++
+		}
+		return i - start
+	}
+	if i < len(s) && s[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(s) && s[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(s) && s[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(s) && (s[i] == 'e' || s[i] == 'E') {
+		i++
+		if i < len(s) && (s[i] == '+' || s[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(s)
 }

@@ -54,10 +54,15 @@ func TestBuildMatchesParse(t *testing.T) {
 	for name, bad := range map[string]map[string]any{
 		"channel":       {"x": make(chan int)},
 		"NaN number":    {"x": json.Number("NaN")},
+		"true number":   {"x": json.Number("true")},
+		"string number": {"x": json.Number(`"Doe"`)},
+		"object number": {"x": json.Number("{}")},
 		"id in content": {"id": "x"},
 	} {
 		if _, err := Build("Patient", "p1", bad); err == nil {
 			t.Errorf("%s: no error", name)
+		} else if strings.Contains(err.Error(), "Doe") {
+			t.Errorf("%s: the error quotes the value: %v", name, err)
 		}
 	}
 }
@@ -147,5 +152,18 @@ func TestAppendJSON(t *testing.T) {
 				t.Errorf("(-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestIsJSONNumber(t *testing.T) {
+	t.Parallel()
+	for s, want := range map[string]bool{
+		"0": true, "-0": true, "12": true, "1.50": true, "-3.2e10": true, "1E+2": true, "0.5e-3": true,
+		"": false, "-": false, "01": false, "1.": false, ".5": false, "1e": false, "+1": false, "NaN": false,
+		"true": false, `"1"`: false, "1 ": false, "0x10": false,
+	} {
+		if got := isJSONNumber(s); got != want {
+			t.Errorf("isJSONNumber(%q) = %v, want %v", s, got, want)
+		}
 	}
 }
