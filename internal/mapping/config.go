@@ -755,7 +755,7 @@ func (e *Engine) compileField(doc *yamlDoc, at, resource string, fs *fieldSpec) 
 			return nil, doc.errf(at+".to", "value cannot target a choice element; name the type (e.g. valueString)")
 		}
 		v := fs.Value
-		r.conv = &converter{fn: func(c *cv, _ *hl7v2.Rep) (string, any) { return c.types[0], v }}
+		r.conv = &converter{fn: func(c *cv, _ *hl7v2.Rep) (string, any) { return c.types[0], cloneConst(v) }}
 		return r, nil
 	}
 	c, ok := converters[fs.Type]

@@ -100,6 +100,9 @@ type mctx struct {
 	occ     []int      // occurrence (1-based) of each segment by message index
 	grp     []int      // innermost segment group of each segment by message index (-1: none); nil without groups
 	groups  []segGroup // the message's segment groups, by number
+	// outside lists, by segment name, the message indexes of segments in
+	// no group (ascending); built on first use.
+	outside map[string][]int
 }
 
 // segGroup is one segment group of a message: its leading segment opens
@@ -369,10 +372,19 @@ func (mc *mctx) near(from *hl7v2.Segment, name string) *hl7v2.Segment {
 			}
 		}
 	}
-	for i := from.Index - 1; i >= 0; i-- {
-		if s := segs[i]; s.Name == name && mc.grp[i] < 0 {
-			return s
+	// The nearest segment of that name in no group, before from: found in
+	// an index rather than by walking back over every group each time.
+	if mc.outside == nil {
+		mc.outside = map[string][]int{}
+		for i, s := range segs {
+			if mc.grp[i] < 0 {
+				mc.outside[s.Name] = append(mc.outside[s.Name], i)
+			}
 		}
+	}
+	idx := mc.outside[name]
+	if k := sort.SearchInts(idx, from.Index); k > 0 {
+		return segs[idx[k-1]]
 	}
 	return nil
 }
@@ -538,7 +550,7 @@ func (mc *mctx) fill(in *instance) bool {
 			item = r.to.steps[0].name
 		}
 		if !r.hasFrom {
-			stored = put(in.content, r.to, r.to.last().types[0], r.constVal, r.set, r.ext, item, r.merge)
+			stored = put(in.content, r.to, r.to.last().types[0], cloneConst(r.constVal), r.set, r.ext, item, r.merge)
 			continue
 		}
 		var reps []*hl7v2.Rep
@@ -733,13 +745,13 @@ func put(obj map[string]any, t *target, typ string, v any, set map[string]any, e
 			// set names members of the item (checked by Load).
 			for k, sv := range set {
 				if _, has := m[k]; !has {
-					m[k] = sv
+					m[k] = cloneConst(sv)
 				}
 			}
 		}
 		// The same value twice (ORC-2 and OBR-2 naming one order) is one.
 		for _, x := range arr {
-			if reflect.DeepEqual(x, v) {
+			if sameValue(x, v) {
 				return false
 			}
 		}
@@ -755,10 +767,54 @@ func put(obj map[string]any, t *target, typ string, v any, set map[string]any, e
 	}
 	for k, sv := range set {
 		if _, ok := cur[k]; !ok {
-			cur[k] = sv
+			cur[k] = cloneConst(sv)
 		}
 	}
 	return true
+}
+
+// sameValue is reflect.DeepEqual with a quick no for the usual case: two
+// items that differ in a reference, value, code or system string (each
+// OBX's reference in DiagnosticReport.result), so appending k items costs
+// k² string comparisons, not k² reflective walks.
+func sameValue(a, b any) bool {
+	ma, ok1 := a.(map[string]any)
+	mb, ok2 := b.(map[string]any)
+	if ok1 && ok2 {
+		if len(ma) != len(mb) {
+			return false
+		}
+		for _, k := range [...]string{"reference", "value", "code", "system"} {
+			if x, ok := ma[k].(string); ok {
+				if y, _ := mb[k].(string); x != y {
+					return false
+				}
+			}
+		}
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+// cloneConst copies a constant of the mappings (const:, value:, set:)
+// before it joins a resource: the constants are shared by every message
+// mapped at once, and later rules write into what they put (a set
+// function's coding, then its text), so the resource must own its copy.
+func cloneConst(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[k] = cloneConst(e)
+		}
+		return m
+	case []any:
+		a := make([]any, len(x))
+		for i, e := range x {
+			a[i] = cloneConst(e)
+		}
+		return a
+	}
+	return v
 }
 
 func disjoint(a, b map[string]any) bool {

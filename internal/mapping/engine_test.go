@@ -467,3 +467,38 @@ OBX|1|NM|GLU^Glucose^L||5.40|mmol/L|||||F|||20240301100000||77^Observer^Olga||||
 		t.Errorf("role codes (-want +got):\n%s", d)
 	}
 }
+
+// TestConstantsAreNotShared: what a mapping's constants (set:, const:,
+// value:) put into a resource is the resource's own copy, so a later rule
+// writing into it (the function a set: made, then its text) cannot change
+// the constant every message shares.
+func TestConstantsAreNotShared(t *testing.T) {
+	t.Parallel()
+	set := map[string]any{"function": map[string]any{"coding": []any{map[string]any{"code": "AP"}}}}
+	performer, err := resolveTarget("Immunization", "performer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := resolveTarget("Immunization", "performer.function.text")
+	if err != nil {
+		t.Fatal(err)
+	}
+	obj := map[string]any{}
+	put(obj, performer, "Reference", map[string]any{"actor": map[string]any{"reference": "Practitioner/1"}}, set, nil, "performer", false)
+	// A later rule writes into the item the set: completed.
+	put(obj, text, "string", "Administering Provider", nil, nil, "performer", false)
+	f := set["function"].(map[string]any)
+	if _, ok := f["text"]; ok || len(f) != 1 {
+		t.Errorf("the shared set: constant was changed by a later rule: %v", set)
+	}
+	constant := map[string]any{"coding": []any{map[string]any{"code": "X"}}}
+	vaccine, err := resolveTarget("Immunization", "vaccineCode")
+	if err != nil {
+		t.Fatal(err)
+	}
+	put(obj, vaccine, "CodeableConcept", cloneConst(constant), nil, nil, "", false)
+	obj["vaccineCode"].(map[string]any)["text"] = "changed"
+	if _, ok := constant["text"]; ok {
+		t.Errorf("a const: value joined the resource without being copied")
+	}
+}
