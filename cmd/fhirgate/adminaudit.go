@@ -41,9 +41,11 @@ func auditAdmin(ctx context.Context, interaction string, opErr error, logger *sl
 	}
 	host, _ := os.Hostname()
 	rec := audit.Record{RequestID: ingest.NewID(), SubjectID: who, SubjectKind: "admin", IP: host,
-		Interaction: interaction, Action: audit.ActionExecute, Outcome: "ok"}
+		Interaction: interaction, Action: audit.ActionExecute, Outcome: "200"}
 	if opErr != nil {
-		rec.Outcome, rec.Reason = "error", "the command failed"
+		// Outcomes are the audit vocabulary (audit.Success): HTTP-style
+		// statuses or HL7 ACK codes, so reports count them right.
+		rec.Outcome, rec.Reason = "500", "the command failed"
 	}
 	aerr := log.Append(ctx, rec)
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)

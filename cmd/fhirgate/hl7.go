@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -132,14 +131,6 @@ func peerHost(p mllp.Peer) string {
 	return host
 }
 
-// ackCode is MSA-1 of an ACK ("AA", "AE", ...), "none" without one.
-func ackCode(ack []byte) string {
-	if i := bytes.Index(ack, []byte("MSA|")); i >= 0 && len(ack) >= i+6 {
-		return string(ack[i+4 : i+6])
-	}
-	return "none"
-}
-
 // startMLLP serves HL7 v2 over MLLP until ctx ends, then drains it.
 func startMLLP(ctx context.Context, c hl7Config, tenant string, h *ingest.HL7, log api.AuditLog, logger *slog.Logger) (stop func(), err error) {
 	tc, err := c.tlsConfig()
@@ -147,14 +138,14 @@ func startMLLP(ctx context.Context, c hl7Config, tenant string, h *ingest.HL7, l
 		return nil, err
 	}
 	handler := mllp.HandlerFunc(func(ctx context.Context, msg []byte, peer mllp.Peer) []byte {
-		ack := h.Handle(ctx, tenant, msg)
+		ack, outcome := h.HandleOutcome(ctx, tenant, msg)
 		if log != nil {
 			// Every message is audited before its ACK leaves: who sent it
 			// (the client certificate, else the peer address) and the
 			// outcome. If the record cannot be committed the sender gets a
 			// NAK and retries; the retry is answered from the archive.
 			rec := audit.Record{RequestID: ingest.NewID(), Tenant: tenant, SubjectID: mllpSubject(peer), SubjectKind: "emr",
-				IP: peerHost(peer), Interaction: audit.InteractionHL7, Action: audit.ActionCreate, Outcome: ackCode(ack)}
+				IP: peerHost(peer), Interaction: audit.InteractionHL7, Action: audit.ActionCreate, Outcome: outcome}
 			if err := log.Append(context.WithoutCancel(ctx), rec); err != nil {
 				logger.Error("audit record not committed: NAK sent", "conn", peer.ConnID, "cause", err.Error())
 				perr := &hl7v2.ParseError{Segment: "MSH", Reason: "the access log is unavailable; send again later"}

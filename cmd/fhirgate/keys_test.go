@@ -18,6 +18,7 @@ import (
 	"github.com/hashicorp/vault/api"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/fhirgate/fhirgate/internal/audit"
 	"github.com/fhirgate/fhirgate/internal/database"
 	"github.com/fhirgate/fhirgate/internal/database/databasetest"
 	"github.com/fhirgate/fhirgate/internal/fhir"
@@ -307,6 +308,15 @@ func TestKeysStatusRotateReencrypt(t *testing.T) {
 	out := keysMust(t, "rotate")
 	if !strings.Contains(out, "v1 -> v2") || !strings.Contains(out, "rewrapped 4 of 4 stored keys under v2") {
 		t.Errorf("rotate output:\n%s", out)
+	}
+	// The rotation is audited with an outcome the reports count as a
+	// success (not "ok", which they read as a refusal).
+	var outcome string
+	if err := f.pool.QueryRow(context.Background(), `SELECT outcome FROM audit_log WHERE interaction = 'key-rotate' ORDER BY seq DESC LIMIT 1`).Scan(&outcome); err != nil {
+		t.Fatalf("the rotation's audit record: %v", err)
+	}
+	if !audit.Success(outcome) {
+		t.Errorf("the rotation is audited with outcome %q, which audit reports count as a failure", outcome)
 	}
 	s = keysStatusJSON(t)
 	for _, k := range s.Keys {

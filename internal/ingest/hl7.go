@@ -163,12 +163,24 @@ func (a ackMode) archivedCode() string {
 // sender asked for none, MSH-15 NE/ER/SU). A rejected message is stored as
 // a dead letter before its NAK is returned. It never panics on input.
 func (h *HL7) Handle(ctx context.Context, tenant string, raw []byte) []byte {
+	ack, _ := h.HandleOutcome(ctx, tenant, raw)
+	return ack
+}
+
+// HandleOutcome is Handle that also says how the message ended, for the
+// access log: AA (stored, or a re-send of a stored one), AE or AR
+// (rejected; AE also when it could not be stored and should be sent
+// again) — whatever the sender asked to be told (MSH-15/16).
+func (h *HL7) HandleOutcome(ctx context.Context, tenant string, raw []byte) (ack []byte, outcome string) {
 	now := h.now().UTC()
 	r := h.process(ctx, tenant, raw, now)
 	if r.code == "AE" || r.code == "AR" {
 		h.deadLetter(ctx, tenant, r.sender, r.controlID, r.code, r.reason, raw, now)
 	}
-	return r.ack
+	if r.code == "" {
+		return r.ack, "AE"
+	}
+	return r.ack, r.code
 }
 
 // result is what processing one message came to.

@@ -231,6 +231,14 @@ func TestHL7EnhancedMode(t *testing.T) {
 	if ack := e.intake.Handle(context.Background(), tenant, []byte(msg("E10", "NE|ER", "MRN9^^^HOSP^MR", "Doe", "ADT^A01^ADT_A01"))); ack != nil {
 		t.Errorf("MSH-15 NE, MSH-16 ER on success: got an ACK %q, want none", ack)
 	}
+	// The outcome intake reports for the access log does not depend on
+	// the reply asked for: stored is AA even when no ACK is sent.
+	if ack, outcome := e.intake.HandleOutcome(context.Background(), tenant, []byte(msg("E11", "NE|NE", "MRN9^^^HOSP^MR", "Doe", "ADT^A01^ADT_A01"))); ack != nil || outcome != "AA" {
+		t.Errorf("MSH-15/16 NE|NE: ACK %q outcome %q, want no ACK and outcome AA", ack, outcome)
+	}
+	if _, outcome := e.intake.HandleOutcome(context.Background(), tenant, []byte(msg("E12", "NE|NE", "", "Doe", "ADT^A01^ADT_A01"))); outcome != "AE" {
+		t.Errorf("MSH-15/16 NE|NE, no PID-3: outcome %q, want AE", outcome)
+	}
 	// A re-send of E10 (no reply asked) is answered from the archive.
 	if got := segment(e.send(t, msg("E10", "", "MRN9^^^HOSP^MR", "Doe", "ADT^A01^ADT_A01")), "MSA"); got != "MSA|CA|E10" {
 		t.Errorf("re-send of a message that asked for no ACK: MSA = %q, want MSA|CA|E10", got)
