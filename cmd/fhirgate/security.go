@@ -99,12 +99,8 @@ func openSecurity(ctx context.Context, sc securityConfig, dataDir string, pool *
 	if err != nil {
 		return nil, err
 	}
-	var sealer audit.Sealer
-	if svc != nil {
-		sealer = svc
-	}
 	s := &security{
-		api:    api.Security{Authn: authn, Policy: engine, Orgs: st, Audit: log, Reader: audit.NewReader(pool, sealer)},
+		api:    api.Security{Authn: authn, Policy: engine, Orgs: st, Audit: log, Reader: log},
 		authn:  authn,
 		engine: engine,
 		log:    log,

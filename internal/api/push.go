@@ -40,14 +40,11 @@ func (s *Server) ingestFHIR(c *gin.Context) {
 	}
 	mt, _, _ := mime.ParseMediaType(c.GetHeader("Content-Type"))
 	source := c.Query("source")
-	if req := access.From(c.Request.Context()); req != nil {
-		if err := req.AuthorizeSource(c.Request.Context(), "push", source); err != nil {
-			s.fail(c, err)
-			return
-		}
-	}
 	switch mt {
 	case "application/fhir+ndjson", "application/x-ndjson", "application/ndjson":
+		if !s.authorizePush(c, source) {
+			return
+		}
 		body, err := s.limitedBody(c)
 		if err != nil {
 			s.fail(c, err)
@@ -83,13 +80,22 @@ func (s *Server) ingestFHIR(c *gin.Context) {
 	}
 }
 
-// pushBundle stores a pushed Bundle and answers with a batch-response.
-func (s *Server) pushBundle(c *gin.Context, body []byte, source string) {
+// authorizePush decides, once per push, whether the subject may write for
+// the source profile; a refusal has been answered when it returns false.
+func (s *Server) authorizePush(c *gin.Context, source string) bool {
 	if req := access.From(c.Request.Context()); req != nil {
 		if err := req.AuthorizeSource(c.Request.Context(), "push", source); err != nil {
 			s.fail(c, err)
-			return
+			return false
 		}
+	}
+	return true
+}
+
+// pushBundle stores a pushed Bundle and answers with a batch-response.
+func (s *Server) pushBundle(c *gin.Context, body []byte, source string) {
+	if !s.authorizePush(c, source) {
+		return
 	}
 	in, origin, err := ingest.ParsePushBundle(body)
 	if err != nil {

@@ -79,9 +79,6 @@ type Scope struct {
 	Params url.Values `json:"params,omitempty"`
 }
 
-// Anonymous reports whether no credentials were presented or accepted.
-func (s *Subject) Anonymous() bool { return s == nil || s.ID == "" }
-
 // HasRole reports whether the subject has role r.
 func (s *Subject) HasRole(r string) bool {
 	if s == nil {
