@@ -22,7 +22,7 @@ GT1|1|G1^^^MRN^MR|Roe^Rita||||||F||BRO
 IN1|1|PLAN1|INS1^^^MRN^NIIP|Acme Insurance|1 Way^^Town^IL|||||||||||Roe^Richard|SPO
 `
 	out := mapValid(t, e, msg)
-	p := byType(out, "Patient")[0]
+	p := only(t, out, "Patient")
 	want := map[string]any{
 		"_birthDate": map[string]any{"extension": []any{map[string]any{"url": "http://hl7.org/fhir/StructureDefinition/patient-birthTime", "valueDateTime": "1980-08-18T11:26:00Z"}}},
 		"telecom":    []any{map[string]any{"system": "phone", "use": "home", "value": "5551234"}},
@@ -48,7 +48,7 @@ IN1|1|PLAN1|INS1^^^MRN^NIIP|Acme Insurance|1 Way^^Town^IL|||||||||||Roe^Richard|
 	if animals != 1 {
 		t.Errorf("%d patient-animal extensions, want 1", animals)
 	}
-	if s := byType(out, "Encounter")[0]["status"]; s != "finished" {
+	if s := only(t, out, "Encounter")["status"]; s != "finished" {
 		t.Errorf("encounter status %v, want finished (A08 with a discharge date)", s)
 	}
 	rel := map[string]bool{}
@@ -59,7 +59,7 @@ IN1|1|PLAN1|INS1^^^MRN^NIIP|Acme Insurance|1 Way^^Town^IL|||||||||||Roe^Richard|
 	if d := cmp.Diff(map[string]bool{"MTH": true, "BRO": true, "SPS": true}, rel); d != "" {
 		t.Errorf("related persons by RoleCode (-want +got):\n%s", d)
 	}
-	cov := byType(out, "Coverage")[0]
+	cov := only(t, out, "Coverage")
 	payor := cov["payor"].([]any)
 	if len(payor) != 1 || payor[0].(map[string]any)["display"] != "Acme Insurance" || payor[0].(map[string]any)["reference"] == nil {
 		t.Errorf("payor %v, want one item with the insurer's name and reference", payor)
@@ -67,8 +67,14 @@ IN1|1|PLAN1|INS1^^^MRN^NIIP|Acme Insurance|1 Way^^Town^IL|||||||||||Roe^Richard|
 	if cov["subscriber"] == nil {
 		t.Error("coverage without subscriber")
 	}
-	if orgs := byType(out, "Organization"); len(orgs) == 0 || orgs[0]["address"] == nil {
-		t.Errorf("insurer organization without address: %v", orgs)
+	insurer := map[string]any(nil)
+	for _, o := range byType(out, "Organization") {
+		if ref, _ := payor[0].(map[string]any)["reference"].(string); ref == "Organization/"+o["id"].(string) {
+			insurer = o
+		}
+	}
+	if insurer == nil || insurer["address"] == nil {
+		t.Errorf("the insurer the payor names has no address: %v", insurer)
 	}
 
 	orm := `MSH|^~\&|APP|FAC|RCV|FAC|20240301101500||ORM^O01^ORM_O01|CTL11|P|2.8
@@ -81,14 +87,14 @@ OBX|1|NM|GLU^Glucose^L||5.4|mmol/L
 NTE|1||Not an order note
 `
 	out = mapValid(t, e, orm)
-	sr := byType(out, "ServiceRequest")[0]
+	sr := only(t, out, "ServiceRequest")
 	if n := len(sr["identifier"].([]any)); n != 1 {
 		t.Errorf("%d identifiers for ORC-2 = OBR-2, want 1", n)
 	}
 	if d := cmp.Diff([]any{map[string]any{"text": "Fasting"}, map[string]any{"text": "Morning draw"}}, sr["note"]); d != "" {
 		t.Errorf("order notes (-want +got):\n%s", d)
 	}
-	if d := cmp.Diff([]any{map[string]any{"text": "Not an order note"}}, byType(out, "Observation")[0]["note"]); d != "" {
+	if d := cmp.Diff([]any{map[string]any{"text": "Not an order note"}}, only(t, out, "Observation")["note"]); d != "" {
 		t.Errorf("result notes (-want +got):\n%s", d)
 	}
 }
