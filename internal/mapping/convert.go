@@ -523,19 +523,31 @@ func convMinutes(c *cv, r *hl7v2.Rep) (string, any) {
 		}
 		return "", nil
 	}
-	f := 1.0
+	unit := "min"
 	if c.unit != nil {
-		var known bool
-		if f, known = minutesPer[c.mc.codemapValue("time-unit", comp(c.unit, 1))]; !known {
-			return "", nil
-		}
+		unit = c.mc.codemapValue("time-unit", comp(c.unit, 1))
+	}
+	m, ok := wholeMinutes(d, unit)
+	if !ok || (c.types[0] == "positiveInt" && m < 1) {
+		return "", nil
+	}
+	return c.types[0], m
+}
+
+// wholeMinutes is the decimal d in the time unit (a UCUM code of the
+// time-unit code map) as a whole, non-negative number of minutes; ok is
+// false for an unknown unit or a duration that is not whole minutes.
+func wholeMinutes(d, unit string) (int, bool) {
+	f, known := minutesPer[unit]
+	if !known {
+		return 0, false
 	}
 	v, err := strconv.ParseFloat(d, 64)
 	m := v * f
-	if err != nil || m < 0 || m != float64(int(m)) || (c.types[0] == "positiveInt" && m < 1) {
-		return "", nil
+	if err != nil || m < 0 || m != float64(int(m)) {
+		return 0, false
 	}
-	return c.types[0], int(m)
+	return int(m), true
 }
 
 func convSN(c *cv, r *hl7v2.Rep) (string, any) {
@@ -936,25 +948,22 @@ func convDR(c *cv, r *hl7v2.Rep) (string, any) {
 	return "Period", p
 }
 
+// period reads components start and end of r as a Period.
 func (c *cv) period(r *hl7v2.Rep, start, end int) map[string]any {
-	p := map[string]any{}
-	for k, i := range map[string]int{"start": start, "end": end} {
-		if t, ok := parseTS(comp(r, i)); ok {
-			p[k], _ = t.render("dateTime", c.mc.prof.loc)
-		}
-	}
-	if len(p) == 0 {
-		return nil
-	}
-	return p
+	return c.periodOf(comp(r, start), comp(r, end))
 }
 
 // subPeriod reads a DR component (start & end subcomponents) as a Period.
 func (c *cv) subPeriod(r *hl7v2.Rep, i int) map[string]any {
+	return c.periodOf(sub(r, i, 1), sub(r, i, 2))
+}
+
+// periodOf is a Period of two TS values, nil when neither is a time.
+func (c *cv) periodOf(start, end string) map[string]any {
 	p := map[string]any{}
-	for k, j := range map[string]int{"start": 1, "end": 2} {
-		if t, ok := parseTS(sub(r, i, j)); ok {
-			p[k], _ = t.render("dateTime", c.mc.prof.loc)
+	for _, e := range [...]struct{ k, ts string }{{"start", start}, {"end", end}} {
+		if t, ok := parseTS(e.ts); ok {
+			p[e.k], _ = t.render("dateTime", c.mc.prof.loc)
 		}
 	}
 	if len(p) == 0 {

@@ -1,7 +1,6 @@
 package mapping
 
 import (
-	"strconv"
 	"strings"
 
 	"github.com/fhirgate/fhirgate/internal/hl7v2"
@@ -42,11 +41,8 @@ func convRPT(c *cv, r *hl7v2.Rep) (string, any) {
 		rep["when"] = []any{w}
 	}
 	if n, ok := decimal(comp(r, 9)); ok {
-		if f, ok := minutesPer[c.mc.codemapValue("time-unit", sub(r, 10, 1))]; ok {
-			v, err := strconv.ParseFloat(n, 64)
-			if m := v * f; err == nil && m >= 0 && m == float64(int(m)) {
-				rep["offset"] = int(m)
-			}
+		if m, ok := wholeMinutes(n, c.mc.codemapValue("time-unit", sub(r, 10, 1))); ok {
+			rep["offset"] = m
 		}
 	}
 	if len(rep) > 0 {
