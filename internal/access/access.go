@@ -159,11 +159,8 @@ func (r *Request) See(ctx context.Context, interaction, typ string) (*retrieve.V
 }
 
 func visibility(f *authz.Filter) *retrieve.Visibility {
-	return &retrieve.Visibility{
-		AnyPatient: f.AnyPatient, Patients: f.Patients, Organizations: f.Organizations,
-		NonCompartment: f.NonCompartment, ExcludeLabels: f.ExcludeLabels,
-		AnySource: f.AnySource, Sources: f.Sources, Params: f.Params,
-	}
+	v := f.Visibility
+	return &v
 }
 
 // Probe implements retrieve.Guard: See without recording a refusal.

@@ -139,8 +139,8 @@ func TestAllowsTokenForms(t *testing.T) {
 		{"laboratory", []search.Token{other}, false},
 		{"laboratory", nil, false},
 	} {
-		f := Filter{Decision: Decision{Allow: true}, Type: "Observation", AnyPatient: true, AnySource: true,
-			Params: map[string][]string{"category": {c.value}}}
+		f := Filter{Decision: Decision{Allow: true}, Type: "Observation", Visibility: search.Visibility{AnyPatient: true, AnySource: true,
+			Params: map[string][]string{"category": {c.value}}}}
 		r := &Resource{Type: "Observation", Patients: []string{"p1"}, Tokens: c.tokens}
 		if got := f.Allows(r); got != c.want {
 			t.Errorf("category=%s on %+v: %v, want %v", c.value, c.tokens, got, c.want)

@@ -134,27 +134,10 @@ type Filter struct {
 	// type are admitted (a system-wide search or history needs one filter
 	// per type).
 	Type string
-	// AnyPatient: no restriction by patient compartment.
-	AnyPatient bool
-	// Patients: else, resources in these patients' compartments (and
-	// these Patient resources).
-	Patients []string
-	// Organizations: or resources in the compartments of Patients managed
-	// by these organizations (and those Patients).
-	Organizations []string
-	// NonCompartment: resources outside every patient compartment
-	// (Practitioner, Organization, Medication...) are admitted.
-	NonCompartment bool
-	// ExcludeLabels: resources carrying any of these meta.security codes
-	// are hidden.
-	ExcludeLabels []string
-	// AnySource: no restriction by source; else only resources whose
-	// source is one of Sources (EMR senders' writes).
-	AnySource bool
-	Sources   []string
-	// Params: the granular-scope restriction, ANDed as extra search
-	// conditions (e.g. category=http://...|laboratory); nil when none.
-	Params url.Values
+	// Visibility is what the type's resources may be seen by: patient
+	// compartments, organizations, non-compartment resources, excluded
+	// labels, sources and granular-scope parameters.
+	search.Visibility
 
 	value ast.Value // the policy's filter object, for Decide
 }

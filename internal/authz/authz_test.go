@@ -314,8 +314,8 @@ func TestFilterShapes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Filter{Type: "Observation", Patients: []string{"p-team"}, Organizations: []string{"org1"}, NonCompartment: true,
-		ExcludeLabels: []string{"ETH", "HIV", "PSY", "R", "SUD", "V"}, AnySource: true, Sources: []string{}}
+	want := Filter{Type: "Observation", Visibility: search.Visibility{Patients: []string{"p-team"}, Organizations: []string{"org1"}, NonCompartment: true,
+		ExcludeLabels: []string{"ETH", "HIV", "PSY", "R", "SUD", "V"}, AnySource: true, Sources: []string{}}}
 	if !f.Decision.Allow || f.AnyPatient != want.AnyPatient || !slices.Equal(f.Patients, want.Patients) ||
 		!slices.Equal(f.Organizations, want.Organizations) || f.NonCompartment != want.NonCompartment ||
 		!slices.Equal(f.ExcludeLabels, want.ExcludeLabels) || f.AnySource != want.AnySource || f.Params != nil {
@@ -723,7 +723,7 @@ func TestNilSubjectIsAnonymous(t *testing.T) {
 		t.Fatalf("%+v %v", d, err)
 	}
 	var f *Filter
-	if f.Allows(resources["practitioner"]) || (&Filter{Decision: Decision{Allow: true}, Type: "Practitioner", NonCompartment: true}).Allows(nil) {
+	if f.Allows(resources["practitioner"]) || (&Filter{Decision: Decision{Allow: true}, Type: "Practitioner", Visibility: search.Visibility{NonCompartment: true}}).Allows(nil) {
 		t.Fatal("nil filter or resource admitted")
 	}
 }

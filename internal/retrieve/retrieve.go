@@ -205,7 +205,7 @@ func (s *Service) visible(ctx context.Context, interaction string, types []strin
 		var ors []string
 		for _, g := range groups {
 			*args = append(*args, g.types)
-			ors = append(ors, "("+alias+".type = ANY($"+strconv.Itoa(len(*args))+"::text[]) AND "+g.vis.condition(alias, args)+")")
+			ors = append(ors, "("+alias+".type = ANY($"+strconv.Itoa(len(*args))+"::text[]) AND "+condition(g.vis, alias, args)+")")
 		}
 		return "(" + strings.Join(ors, " OR ") + ")"
 	}, nil
@@ -298,7 +298,7 @@ func (s *Service) Search(ctx context.Context, tenant, typ string, params url.Val
 	// The access condition is part of the query, so pages are full, next
 	// links stable and totals count only what the request may see.
 	where := func(args *[]any) string {
-		return "(" + q.Condition(args) + ") AND " + vis.condition("r", args)
+		return "(" + q.Condition(args) + ") AND " + condition(vis, "r", args)
 	}
 	page, err := s.store.Search(ctx, tenant, store.SearchOptions{
 		Type: typ, Where: where, Sort: q.SortSQL, Count: q.Count, After: after, Total: total,

@@ -1,39 +1,16 @@
 package retrieve
 
 import (
-	"net/url"
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/fhirgate/fhirgate/internal/search"
 )
 
-// Visibility is what an access decision lets one request see of a resource
-// type, in the terms the index can test (see authz.Filter). The zero value
-// hides everything; Unrestricted shows everything.
-type Visibility struct {
-	// AnyPatient: no restriction by patient compartment.
-	AnyPatient bool
-	// Patients and Organizations: else a resource is visible when it is in
-	// the compartment of one of Patients, or of a Patient whose
-	// managingOrganization is one of Organizations (Patients themselves
-	// included).
-	Patients      []string
-	Organizations []string
-	// NonCompartment: resources outside every patient compartment
-	// (Practitioner, Organization, Medication...) are visible.
-	NonCompartment bool
-	// ExcludeLabels hides resources carrying any of these meta.security
-	// codes.
-	ExcludeLabels []string
-	// AnySource, else only resources whose meta.source is one of Sources.
-	AnySource bool
-	Sources   []string
-	// Params restricts to resources matching token conditions (granular
-	// SMART scopes): for every key, every value's comma-separated
-	// alternatives ("code", "system|code", "|code", "system|") must match
-	// one of the resource's index rows for that parameter.
-	Params url.Values
-}
+// Visibility is what an access decision lets one request see of a
+// resource type (search.Visibility, the terms the index can test).
+type Visibility = search.Visibility
 
 // Unrestricted is the visibility of a request that may see everything.
 var Unrestricted = &Visibility{AnyPatient: true, NonCompartment: true, AnySource: true}
@@ -43,7 +20,7 @@ var Unrestricted = &Visibility{AnyPatient: true, NonCompartment: true, AnySource
 // reads the same index rows that search uses: the "patient" reference
 // parameter for compartments, Patient "organization" for the managing
 // organization, and "_security" tokens for labels.
-func (v *Visibility) condition(a string, args *[]any) string {
+func condition(v *Visibility, a string, args *[]any) string {
 	if v == nil {
 		return "FALSE"
 	}
