@@ -142,40 +142,35 @@ func forbidden(interaction, typ string, d authz.Decision) error {
 
 // See implements retrieve.Guard.
 func (r *Request) See(ctx context.Context, interaction, typ string) (*retrieve.Visibility, error) {
+	return r.see(ctx, interaction, typ, true)
+}
+
+// Probe implements retrieve.Guard: See without recording a refusal.
+func (r *Request) Probe(ctx context.Context, interaction, typ string) (*retrieve.Visibility, error) {
+	return r.see(ctx, interaction, typ, false)
+}
+
+// see is the type's visibility for the interaction; a refusal is recorded
+// on the request (its audit reasons) only when noteRefusal.
+func (r *Request) see(ctx context.Context, interaction, typ string, noteRefusal bool) (*retrieve.Visibility, error) {
 	f, err := r.filter(ctx, interaction, typ)
 	if err != nil {
 		return nil, err
 	}
-	if !f.Decision.Allow {
+	if f.Decision.Allow || noteRefusal {
 		r.mu.Lock()
 		r.note(f.Decision)
 		r.mu.Unlock()
+	}
+	if !f.Decision.Allow {
 		return nil, forbidden(interaction, typ, f.Decision)
 	}
-	r.mu.Lock()
-	r.note(f.Decision)
-	r.mu.Unlock()
 	return visibility(f), nil
 }
 
 func visibility(f *authz.Filter) *retrieve.Visibility {
 	v := f.Visibility
 	return &v
-}
-
-// Probe implements retrieve.Guard: See without recording a refusal.
-func (r *Request) Probe(ctx context.Context, interaction, typ string) (*retrieve.Visibility, error) {
-	f, err := r.filter(ctx, interaction, typ)
-	if err != nil {
-		return nil, err
-	}
-	if !f.Decision.Allow {
-		return nil, forbidden(interaction, typ, f.Decision)
-	}
-	r.mu.Lock()
-	r.note(f.Decision)
-	r.mu.Unlock()
-	return visibility(f), nil
 }
 
 // Check implements retrieve.Guard: the filter evaluated on the version
@@ -276,8 +271,14 @@ func (r *Request) Authorize(ctx context.Context, interaction, typ, id string, bo
 	if typ != "Patient" && len(res.Patients) > 0 {
 		res.PatientOrganizations = r.organizations(ctx, res.Patients)
 	}
+	return r.decide(ctx, authz.Action{Interaction: interaction, Type: typ, ID: id}, &res, typ)
+}
+
+// decide evaluates one decision, times it, records it on the request and
+// turns a denial into a KindForbidden error naming what.
+func (r *Request) decide(ctx context.Context, act authz.Action, res *authz.Resource, what string) error {
 	start := time.Now()
-	d, err := r.policy.Decide(ctx, r.Subject, authz.Action{Interaction: interaction, Type: typ, ID: id}, &res, r.Env)
+	d, err := r.policy.Decide(ctx, r.Subject, act, res, r.Env)
 	observe(time.Since(start))
 	r.mu.Lock()
 	r.note(d)
@@ -286,7 +287,7 @@ func (r *Request) Authorize(ctx context.Context, interaction, typ, id string, bo
 		return fhir.Errorf(fhir.KindUnavailable, "", "the access policy could not be evaluated").Wrap(err)
 	}
 	if !d.Allow {
-		return forbidden(interaction, typ, d)
+		return forbidden(act.Interaction, what, d)
 	}
 	return nil
 }
@@ -294,18 +295,7 @@ func (r *Request) Authorize(ctx context.Context, interaction, typ, id string, bo
 // AuthorizeSource decides an EMR intake (push, hl7) as the given source
 // profile: senders write only their own sources.
 func (r *Request) AuthorizeSource(ctx context.Context, interaction, source string) error {
-	res := authz.Resource{Source: source}
-	d, err := r.policy.Decide(ctx, r.Subject, authz.Action{Interaction: interaction}, &res, r.Env)
-	r.mu.Lock()
-	r.note(d)
-	r.mu.Unlock()
-	if err != nil {
-		return fhir.Errorf(fhir.KindUnavailable, "", "the access policy could not be evaluated").Wrap(err)
-	}
-	if !d.Allow {
-		return forbidden(interaction, "source "+source, d)
-	}
-	return nil
+	return r.decide(ctx, authz.Action{Interaction: interaction}, &authz.Resource{Source: source}, "source "+source)
 }
 
 // AuthorizeType decides an action with no single resource (the audit
