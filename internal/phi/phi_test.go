@@ -456,6 +456,7 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"short tokens", "version: 1\nblind_index:\n  token_bytes: 4\n", []string{"blind_index.token_bytes", "4"}},
 		{"long tokens", "version: 1\nblind_index:\n  token_bytes: 33\n", []string{"blind_index.token_bytes", "33"}},
 		{"min year", "version: 1\nblind_index:\n  min_year: 3000\n", []string{"blind_index.min_year", "3000"}},
+		{"refuse an unknown parameter", "version: 1\nblind_index:\n  refuse: [phonetik]\n", []string{"blind_index.refuse", "phonetik"}},
 		{"relative extension", "version: 1\nextensions: [patient-mothersMaidenName]\n", []string{"extensions", `"patient-mothersMaidenName"`}},
 		{"not yaml", "version: [1\n", nil},
 	} {

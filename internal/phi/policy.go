@@ -11,6 +11,7 @@ import (
 
 	"github.com/goccy/go-yaml"
 
+	"github.com/fhirgate/fhirgate/internal/search"
 	"github.com/fhirgate/fhirgate/internal/spec"
 )
 
@@ -30,6 +31,9 @@ type Policy struct {
 	TokenBytes int
 	// MinYear bounds open date ranges on blind-indexed dates.
 	MinYear int
+	// unblinded lists search parameters (codes) that read PHI but are not
+	// blind-indexed: searching them under encryption is refused.
+	unblinded map[string]bool
 	// Digest identifies the policy text (for status output).
 	Digest string
 }
@@ -41,8 +45,9 @@ type policyFile struct {
 	Resources        map[string][]string `yaml:"resources"`
 	Extensions       []string            `yaml:"extensions"`
 	BlindIndex       struct {
-		TokenBytes int `yaml:"token_bytes"`
-		MinYear    int `yaml:"min_year"`
+		TokenBytes int      `yaml:"token_bytes"`
+		MinYear    int      `yaml:"min_year"`
+		Refuse     []string `yaml:"refuse"`
 	} `yaml:"blind_index"`
 }
 
@@ -89,6 +94,13 @@ func ParsePolicy(b []byte) (*Policy, error) {
 	}
 	if p.MinYear < 1 || p.MinYear > 2100 {
 		return nil, fmt.Errorf("blind_index.min_year: %d is outside 1..2100", p.MinYear)
+	}
+	p.unblinded = map[string]bool{}
+	for _, code := range f.BlindIndex.Refuse {
+		if !search.KnownCode(code) {
+			return nil, fmt.Errorf("blind_index.refuse: %q is not a FHIR R4 search parameter", code)
+		}
+		p.unblinded[code] = true
 	}
 	for _, t := range f.Datatypes {
 		st, ok := spec.StructOf(t)

@@ -197,12 +197,8 @@ func (s *Service) Protection(typ, code string) search.Protection {
 			}
 		}
 	}
-	if code == "phonetic" && prot != search.Plain {
-		// Blind tokens match whole canonical values: a blind "phonetic"
-		// would be an exact name match under another name (not what the
-		// parameter promises) and would store every name's tokens twice.
-		// It is refused (400) instead; name, family and given are blind.
-		prot = search.Hidden
+	if prot != search.Plain && s.policy.unblinded[code] {
+		prot = search.Hidden // the policy's blind_index.refuse
 	}
 	byCode.Store(code, prot)
 	return prot

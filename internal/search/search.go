@@ -155,6 +155,17 @@ func Lookup(resourceType, code string) *Parameter {
 	return registry[resourceType][code]
 }
 
+// KnownCode reports whether some resource type has a search parameter
+// with this code (for checking configuration).
+func KnownCode(code string) bool {
+	for _, m := range registry {
+		if _, ok := m[code]; ok {
+			return true
+		}
+	}
+	return false
+}
+
 // Parameters returns the parameters of resourceType sorted by code,
 // including unsupported ones (see Parameter.Unsupported), for the
 // CapabilityStatement.
