@@ -109,15 +109,7 @@ func buildGateway(ctx context.Context, dbc database.Config, ac api.Config, pc ph
 	if err != nil {
 		return nil, fmt.Errorf("bench: listen: %w", err)
 	}
-	hs := &http.Server{
-		Handler:           srv.Handler(),
-		ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout:       5 * time.Minute,
-		WriteTimeout:      5 * time.Minute,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	hs := newHTTPServer(srv.Handler(), logger)
 	served := make(chan struct{})
 	go func() {
 		defer close(served)

@@ -220,7 +220,13 @@ func listenAndServe(ctx context.Context, sc serveConfig, h http.Handler, logger 
 	if err != nil {
 		return fmt.Errorf("listen on FHIRGATE_ADDR %s: %w", sc.Addr, err)
 	}
-	hs := &http.Server{
+	return serveOn(ctx, sc, ln, h, logger)
+}
+
+// newHTTPServer is the gateway's HTTP server: bounded header, body and
+// idle times and header size, errors to the structured log.
+func newHTTPServer(h http.Handler, logger *slog.Logger) *http.Server {
+	return &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       5 * time.Minute,
@@ -229,6 +235,12 @@ func listenAndServe(ctx context.Context, sc serveConfig, h http.Handler, logger 
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+}
+
+// serveOn serves h on ln (with TLS when sc.TLS is set) until ctx ends,
+// then stops accepting and finishes in-flight requests.
+func serveOn(ctx context.Context, sc serveConfig, ln net.Listener, h http.Handler, logger *slog.Logger) error {
+	hs := newHTTPServer(h, logger)
 	scheme := "http"
 	if sc.TLS != nil {
 		ln = tls.NewListener(ln, sc.TLS)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -27,28 +26,17 @@ func TestGracefulShutdownFinishesInFlight(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	// listenAndServe listens on an address, not a listener: a free port is
-	// picked and released first, and a parallel test may take it in
-	// between. Such a start is retried on another port.
-	var addr string
-	var done chan error
-	for attempt := 0; ; attempt++ {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr = ln.Addr().String()
-		ln.Close()
-		done = make(chan error, 1)
-		go func() {
-			done <- listenAndServe(ctx, serveConfig{Addr: addr, ShutdownTimeout: 10 * time.Second}, h, logger)
-		}()
-		if err := waitListening(addr, done); err == nil {
-			break
-		} else if attempt == 2 || !strings.Contains(err.Error(), "address already in use") {
-			t.Fatalf("serve did not start: %v", err)
-		}
+	// serveOn gets the listener itself: no free port is released and
+	// re-bound (a parallel test could take it in between).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
+	addr := ln.Addr().String()
+	done := make(chan error, 1)
+	go func() {
+		done <- serveOn(ctx, serveConfig{Addr: addr, ShutdownTimeout: 10 * time.Second}, ln, h, logger)
+	}()
 
 	var resp *http.Response
 	var reqErr error
@@ -140,21 +128,4 @@ func TestHL7ConfigErrorsNameTheVariable(t *testing.T) {
 			}
 		})
 	}
-}
-
-// waitListening waits until addr accepts connections, or serve returns
-// (its error), for up to 10 s.
-func waitListening(addr string, done <-chan error) error {
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		select {
-		case err := <-done:
-			return fmt.Errorf("serve returned: %w", err)
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return nil
-		}
-	}
-	return fmt.Errorf("nothing listens on %s after 10 s", addr)
 }
