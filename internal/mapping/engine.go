@@ -969,32 +969,38 @@ func (mc *mctx) resolve(in *instance, idx int, all bool) []*instance {
 				break
 			}
 		}
+		// In message order (phase 1): the ones from this segment up to the
+		// next one of its name are a contiguous run.
+		from := sort.Search(len(list), func(i int) bool { return list[i].seg.Index >= in.seg.Index })
 		var out []*instance
-		for _, t := range list {
-			if t != in && t.seg.Index >= in.seg.Index && t.seg.Index < end {
+		for _, t := range list[from:] {
+			if t.seg.Index >= end {
+				break
+			}
+			if t != in {
 				out = append(out, t)
 			}
 		}
 		return out
 	}
+	// A producer's instances are in message order, one per segment (phase
+	// 1), so the ones at or before this segment are found by bisection:
+	// per-OBX producers resolving each other stay linear per message.
+	at := sort.Search(len(list), func(i int) bool { return list[i].seg.Index > in.seg.Index })
 	if len(list) > 0 && list[0].p.segment == in.seg.Name {
 		// Made from a segment of this one's name: only the one made from
 		// this very segment is this one's (an OBX's observer, an IN1's
 		// insurer), never the previous segment's.
-		for _, t := range list {
-			if t != in && t.seg == in.seg {
-				return []*instance{t}
-			}
+		if at > 0 && list[at-1] != in && list[at-1].seg == in.seg {
+			return []*instance{list[at-1]}
 		}
 		return nil
 	}
 	var best *instance
-	for _, t := range list {
-		if t == in {
-			continue
-		}
-		if t.seg.Index <= in.seg.Index {
-			best = t
+	for i := at - 1; i >= 0; i-- {
+		if list[i] != in {
+			best = list[i]
+			break
 		}
 	}
 	if best == nil {
