@@ -23,6 +23,7 @@ import (
 type AuditReader interface {
 	Query(ctx context.Context, f audit.Filter, afterSeq int64, limit int) ([]audit.Entry, error)
 	Stream(ctx context.Context, f audit.Filter, fn func(audit.Entry) error) error
+	PatientsPerSubject(ctx context.Context, f audit.Filter) (map[string]int, error)
 }
 
 // The auditor API: the access log as FHIR AuditEvent resources shaped
@@ -529,28 +530,10 @@ func (s *Server) unusualReport(c *gin.Context, f audit.Filter, format string) {
 	base.From, base.To = from.Add(-time.Duration(baselineDays)*24*time.Hour), from
 	period := f
 	period.From, period.To = from, to
-	count := func(flt audit.Filter) (map[string]map[string]bool, error) {
-		out := map[string]map[string]bool{}
-		err := s.sec.Reader.Stream(ctx, flt, func(e audit.Entry) error {
-			if e.SubjectID == "" {
-				return nil
-			}
-			m := out[e.SubjectID]
-			if m == nil {
-				m = map[string]bool{}
-				out[e.SubjectID] = m
-			}
-			for _, p := range e.PatientIDs {
-				m[p] = true
-			}
-			return nil
-		})
-		return out, err
-	}
-	before, err := count(base)
-	var now map[string]map[string]bool
+	before, err := s.sec.Reader.PatientsPerSubject(ctx, base)
+	var now map[string]int
 	if err == nil {
-		now, err = count(period)
+		now, err = s.sec.Reader.PatientsPerSubject(ctx, period)
 	}
 	type row struct {
 		agent            string
@@ -562,13 +545,12 @@ func (s *Server) unusualReport(c *gin.Context, f audit.Filter, format string) {
 	}
 	var rows []row
 	days := to.Sub(from).Hours() / 24
-	for agent, ps := range now {
-		perDay := float64(len(before[agent])) / float64(baselineDays)
+	for agent, n := range now {
+		perDay := float64(before[agent]) / float64(baselineDays)
 		expected := perDay * days
-		n := len(ps)
 		ratio := float64(n) / max(expected, 1)
 		if n >= 10 && ratio >= threshold {
-			rows = append(rows, row{agent, n, perDay, ratio, days, len(before[agent])})
+			rows = append(rows, row{agent, n, perDay, ratio, days, before[agent]})
 		}
 	}
 	sort.Slice(rows, func(i, j int) bool { return rows[i].ratio > rows[j].ratio })

@@ -760,6 +760,23 @@ func TestQueryFilters(t *testing.T) {
 	if _, err := l.Query(ctx, Filter{Outcome: "maybe"}, 0, 0); err == nil {
 		t.Error("outcome filter maybe accepted")
 	}
+	// Distinct patients per subject, in the database.
+	for _, c := range []struct {
+		f    Filter
+		want map[string]int
+	}{
+		{Filter{}, map[string]int{"alice": 2, "bob": 2, "carol": 1, "emr": 1}},
+		{Filter{Tenant: "t1"}, map[string]int{"alice": 2, "bob": 2, "carol": 1}},
+		{Filter{Outcome: "success", Tenant: "t1"}, map[string]int{"alice": 1, "bob": 2, "carol": 1}},
+	} {
+		got, err := l.PatientsPerSubject(ctx, c.f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(got, c.want) {
+			t.Errorf("patients per subject %+v: %v, want %v", c.f, got, c.want)
+		}
+	}
 	for _, r := range recs {
 		if Success(r.Outcome) != (r.Outcome == "200" || r.Outcome == "AA") {
 			t.Errorf("Success(%q) = %v", r.Outcome, Success(r.Outcome))

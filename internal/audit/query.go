@@ -127,6 +127,33 @@ func (r *Reader) Query(ctx context.Context, f Filter, afterSeq int64, limit int)
 	return entries, nil
 }
 
+// PatientsPerSubject counts, for every subject with entries matching f,
+// the distinct patients those entries name. It is one aggregate in the
+// database: nothing is read back or decrypted per entry.
+func (r *Reader) PatientsPerSubject(ctx context.Context, f Filter) (map[string]int, error) {
+	where, args, err := f.where(0)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := r.pool.Query(ctx, `SELECT subject_id, count(DISTINCT p) FROM audit_log
+		LEFT JOIN LATERAL unnest(patient_ids) AS p ON true
+		WHERE `+where+` AND subject_id <> '' GROUP BY subject_id`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("audit: patients per subject: %w", err)
+	}
+	out := map[string]int{}
+	var subject string
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&subject, &n}, func() error {
+		out[subject] = n
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("audit: patients per subject: %w", err)
+	}
+	return out, nil
+}
+
 // Stream calls fn for every entry matching f, in seq order, reading pages
 // of 1000 (no long transaction). It stops at fn's first error and returns
 // it.
