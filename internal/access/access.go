@@ -206,14 +206,33 @@ func (r *Request) Check(ctx context.Context, interaction string, v *store.Versio
 	return true
 }
 
+// Warm looks up, in one query, the managing organizations of the patients
+// of a page of versions whose type's filter admits by organization, so
+// that Check (one version at a time) finds them cached.
+func (r *Request) Warm(ctx context.Context, interaction string, vs []store.Version) {
+	var patients []string
+	for i := range vs {
+		f, err := r.filter(ctx, interaction, vs[i].Type)
+		if err != nil || !f.Decision.Allow || f.AnyPatient || len(f.Organizations) == 0 {
+			continue
+		}
+		patients = append(patients, authz.CompartmentAttributes(vs[i].Type, vs[i].ID, vs[i].Body).Patients...)
+	}
+	if len(patients) > 0 {
+		r.organizations(ctx, patients)
+	}
+}
+
 func (r *Request) organizations(ctx context.Context, patients []string) []string {
 	var missing []string
 	r.mu.Lock()
 	if r.patientOrgs == nil {
 		r.patientOrgs = map[string]string{}
 	}
+	asked := map[string]bool{}
 	for _, p := range patients {
-		if _, ok := r.patientOrgs[p]; !ok && p != "" {
+		if _, ok := r.patientOrgs[p]; !ok && p != "" && !asked[p] {
+			asked[p] = true
 			missing = append(missing, p)
 		}
 	}
@@ -396,4 +415,11 @@ func (Guard) Probe(ctx context.Context, interaction, typ string) (*retrieve.Visi
 func (Guard) Check(ctx context.Context, interaction string, v *store.Version) bool {
 	r := From(ctx)
 	return r != nil && r.Check(ctx, interaction, v)
+}
+
+// Warm readies the request's Check for a page of versions.
+func (Guard) Warm(ctx context.Context, interaction string, vs []store.Version) {
+	if r := From(ctx); r != nil {
+		r.Warm(ctx, interaction, vs)
+	}
 }

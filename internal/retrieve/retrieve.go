@@ -51,6 +51,13 @@ type Guard interface {
 	Check(ctx context.Context, interaction string, v *store.Version) bool
 }
 
+// pageWarmer is a Guard that can ready itself for checking a page of
+// versions at once (one lookup of the organizations managing all their
+// patients, instead of one per patient as Check meets them).
+type pageWarmer interface {
+	Warm(ctx context.Context, interaction string, vs []store.Version)
+}
+
 // Protector decrypts PHI and blinds search values (internal/phi).
 type Protector interface {
 	Open(ctx context.Context, tenant, typ, id string, body []byte) ([]byte, error)
@@ -89,6 +96,9 @@ func (s *Service) WithProtector(p Protector) *Service {
 // data.
 func (s *Service) release(ctx context.Context, tenant, interaction string, vs []store.Version) ([]store.Version, error) {
 	if s.guard != nil {
+		if w, ok := s.guard.(pageWarmer); ok && len(vs) > 1 {
+			w.Warm(ctx, interaction, vs)
+		}
 		kept := vs[:0]
 		for i := range vs {
 			if s.guard.Check(ctx, interaction, &vs[i]) {
