@@ -170,8 +170,8 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	srv := api.New(ac, writer, reader, pool.Ping, logger).WithHL7(intake).WithPush(push)
 	var auditLog api.AuditLog
+	var secAPI *api.Security
 	if secCfg.Off {
 		logger.Warn("SECURITY IS OFF (FHIRGATE_SECURITY=off): no authentication, no authorization, no access log")
 		if sc.DebugAddr != "" {
@@ -199,9 +199,15 @@ func serveCmd(ctx context.Context, args []string, logger *slog.Logger) error {
 		}
 		reader.WithGuard(access.Guard{})
 		ac.Issuer = sec.authn.Issuer()
-		srv = api.New(ac, writer, reader, pool.Ping, logger).WithHL7(intake).WithPush(push).WithSecurity(sec.api)
+		secAPI = &sec.api
 		sc.devToken = sec.devToken
 		auditLog = sec.log
+	}
+	// Built once, after security: its CapabilityStatement names the
+	// token issuer.
+	srv := api.New(ac, writer, reader, pool.Ping, logger).WithHL7(intake).WithPush(push)
+	if secAPI != nil {
+		srv = srv.WithSecurity(*secAPI)
 	}
 	if hc.MLLPAddr != "off" {
 		stop, err := startMLLP(ctx, hc, ac.Tenant, intake, auditLog, logger)
