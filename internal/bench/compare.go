@@ -110,11 +110,10 @@ type CompareRow struct {
 	Phase          string
 	Unit           string // "res/s" or "req/s"
 	Base, Test     Stat
-	LossPct        float64       // throughput lost by Test against Base; negative is a gain
-	Calls          []int64       // Test's provider calls per round
-	Sealed, Opened int64         // Test's values sealed and opened, all rounds
-	Requests       uint64        // Test's requests, all rounds
-	Elapsed        time.Duration // Test's time in the phase, all rounds
+	LossPct        float64 // throughput lost by Test against Base; negative is a gain
+	Calls          []int64 // Test's provider calls per round
+	Sealed, Opened int64   // Test's values sealed and opened, all rounds
+	Requests       uint64  // Test's requests, all rounds
 }
 
 // Stat is the median over rounds of one target's phase figures.
@@ -405,7 +404,6 @@ func (r *CompareReport) summarize(cfg CompareConfig, targets [2]Target) {
 			row.Sealed += s.Delta.Sealed
 			row.Opened += s.Delta.Opened
 			row.Requests += s.Phase.Requests
-			row.Elapsed += s.Phase.Elapsed
 		}
 		r.Rows = append(r.Rows, row)
 	}
