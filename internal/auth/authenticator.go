@@ -122,10 +122,10 @@ func NewAuthenticator(cfg Config) (*Authenticator, error) {
 	if a.now == nil {
 		a.now = time.Now
 	}
+	if err := cfg.productionRefusal(); err != nil {
+		return nil, err
+	}
 	if cfg.Disabled {
-		if cfg.Production {
-			return nil, errors.New("FHIRGATE_AUTH=off is refused with FHIRGATE_ENV=production")
-		}
 		a.disabled = true
 		logger := cfg.Logger
 		if logger == nil {
@@ -218,10 +218,7 @@ func NewAuthenticator(cfg Config) (*Authenticator, error) {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
 		a.keys = staticKeys(keys)
-	default:
-		if cfg.Production {
-			return nil, errors.New("FHIRGATE_ENV=production: set FHIRGATE_JWKS_URL or FHIRGATE_JWT_KEYS_FILE (the dev token key is not trusted in production)")
-		}
+	default: // no keys configured: the dev key (productionRefusal refused this in production)
 		if cfg.Issuer != "" && cfg.Issuer != DevIssuer {
 			return nil, fmt.Errorf("FHIRGATE_JWT_ISSUER=%s: set FHIRGATE_JWKS_URL or FHIRGATE_JWT_KEYS_FILE for its keys", cfg.Issuer)
 		}

@@ -45,7 +45,7 @@ func ConfigFromEnv() (Config, error) {
 		return c, fmt.Errorf("FHIRGATE_ENV=%q: want development or production", v)
 	}
 	if c.Disabled && c.Production {
-		return c, errors.New("FHIRGATE_AUTH=off is refused with FHIRGATE_ENV=production")
+		return c, c.productionRefusal()
 	}
 	c.Issuer = os.Getenv("FHIRGATE_JWT_ISSUER")
 	c.Audience = os.Getenv("FHIRGATE_JWT_AUDIENCE")
@@ -118,10 +118,25 @@ func ConfigFromEnv() (Config, error) {
 	if c.DataDir == "" {
 		c.DataDir = ".data"
 	}
-	if c.Production && c.JWKSURL == "" && c.KeysFile == "" && !c.Disabled {
-		return c, errors.New("FHIRGATE_ENV=production: set FHIRGATE_JWKS_URL or FHIRGATE_JWT_KEYS_FILE (the dev token key is not trusted in production)")
+	if err := c.productionRefusal(); err != nil {
+		return c, err
 	}
 	return c, nil
+}
+
+// productionRefusal is what production (FHIRGATE_ENV=production) refuses
+// of a configuration: authentication off, or no token keys but the dev
+// key. ConfigFromEnv and NewAuthenticator both apply it.
+func (c Config) productionRefusal() error {
+	switch {
+	case !c.Production:
+		return nil
+	case c.Disabled:
+		return errors.New("FHIRGATE_AUTH=off is refused with FHIRGATE_ENV=production")
+	case c.JWKSURL == "" && c.KeysFile == "" && c.StaticKeys == nil:
+		return errors.New("FHIRGATE_ENV=production: set FHIRGATE_JWKS_URL or FHIRGATE_JWT_KEYS_FILE (the dev token key is not trusted in production)")
+	}
+	return nil
 }
 
 // checkJWKSURL: an absolute https URL, or http to a loopback address.
